@@ -1,0 +1,9 @@
+//! Plumbing shared by every berth service and client: gRPC over unix
+//! sockets, the `berth-namespace` metadata key, W3C trace-context propagation
+//! and telemetry setup.
+
+pub mod grpc;
+pub mod telemetry;
+pub mod time;
+
+pub use grpc::{connect_unix, namespace_of, request, unix_incoming, DEFAULT_NAMESPACE, NAMESPACE_KEY};
