@@ -1,0 +1,523 @@
+//! The Tasks gRPC service.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use berth_proto::tasks::v1::tasks_server::Tasks;
+use berth_proto::tasks::v1::{
+    CreateTaskRequest, DeleteRequest, KillRequest, ListTasksRequest, ListTasksResponse,
+    PidsRequest, PidsResponse, StartRequest, StartResponse, StateRequest, Status as TaskStatus,
+    TaskState, WaitRequest, WaitResponse,
+};
+use berth_proto::types::v1::Empty;
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::bundle::{validate_id, write_atomic, Bundle, ExitRecord, ShimReport, TaskRecord};
+use crate::error::Error;
+use crate::pidfd;
+
+type Key = (String, String);
+
+struct Task {
+    bundle: Bundle,
+    record: TaskRecord,
+    inner: Mutex<Inner>,
+    exit_tx: watch::Sender<Option<ExitRecord>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    status: i32,
+    pid: u32,
+    init_fd: Option<Arc<OwnedFd>>,
+    started_at: String,
+    starting: bool,
+}
+
+impl Task {
+    fn state(&self) -> TaskState {
+        let inner = self.inner.lock().unwrap();
+        let exit = self.exit_tx.borrow().clone();
+        TaskState {
+            id: self.record.id.clone(),
+            status: inner.status,
+            pid: inner.pid,
+            exit_status: exit.as_ref().map_or(0, |e| e.exit_status),
+            exited_at: exit.as_ref().map_or(String::new(), |e| e.exited_at.clone()),
+            started_at: inner.started_at.clone(),
+            error: exit.map_or(String::new(), |e| e.error),
+        }
+    }
+
+    fn set_exited(&self, rec: ExitRecord) {
+        {
+            let mut inner = self.inner.lock().unwrap();
+            inner.status = TaskStatus::Stopped as i32;
+            inner.pid = 0;
+            inner.init_fd = None;
+        }
+        self.exit_tx.send_replace(Some(rec));
+    }
+}
+
+/// Serves `berth.tasks.v1.Tasks`.
+pub struct TasksService {
+    root: PathBuf,
+    shim: PathBuf,
+    tasks: Arc<Mutex<HashMap<Key, Arc<Task>>>>,
+}
+
+#[derive(Serialize)]
+struct MountJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    source: &'a str,
+    options: &'a [String],
+}
+
+impl TasksService {
+    /// Opens the service with bundles under `state_dir/tasks`, running shims
+    /// from `shim`. Tasks left by an earlier run are found again: running
+    /// ones are watched, stopped ones keep their exit status.
+    pub fn open(state_dir: &Path, shim: PathBuf) -> Result<Self, Error> {
+        let root = state_dir.join("tasks");
+        std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
+        let svc = TasksService {
+            root,
+            shim,
+            tasks: Arc::default(),
+        };
+        svc.recover()?;
+        Ok(svc)
+    }
+
+    fn recover(&self) -> Result<(), Error> {
+        let Ok(namespaces) = std::fs::read_dir(&self.root) else {
+            return Ok(());
+        };
+        for ns in namespaces.flatten() {
+            let ns_name = ns.file_name().to_string_lossy().to_string();
+            let Ok(entries) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let bundle = Bundle::new(entry.path());
+                let record = match bundle.read_record() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // A bundle without a record never finished Create.
+                        warn!("removing incomplete bundle {}: {e}", entry.path().display());
+                        let _ = std::fs::remove_dir_all(entry.path());
+                        continue;
+                    }
+                };
+                let task = self.insert(&ns_name, bundle, record);
+                self.reattach(task);
+            }
+        }
+        Ok(())
+    }
+
+    fn insert(&self, ns: &str, bundle: Bundle, record: TaskRecord) -> Arc<Task> {
+        let (exit_tx, _) = watch::channel(None);
+        let task = Arc::new(Task {
+            bundle,
+            inner: Mutex::new(Inner {
+                status: TaskStatus::Created as i32,
+                started_at: record.started_at.clone(),
+                ..Default::default()
+            }),
+            record,
+            exit_tx,
+        });
+        self.tasks
+            .lock()
+            .unwrap()
+            .insert((ns.to_string(), task.record.id.clone()), task.clone());
+        task
+    }
+
+    /// Finds the state of a task from its bundle after a restart.
+    fn reattach(&self, task: Arc<Task>) {
+        if let Some(exit) = task.bundle.read_exit() {
+            task.set_exited(exit);
+            return;
+        }
+        let Some(shim_pid) = task.bundle.shim_pid() else {
+            return; // created, never started
+        };
+        match open_shim(&task.bundle, shim_pid) {
+            Some(shim_fd) => {
+                let pid = task.bundle.init_pid().unwrap_or(0);
+                {
+                    let mut inner = task.inner.lock().unwrap();
+                    inner.status = TaskStatus::Running as i32;
+                    inner.pid = pid as u32;
+                    inner.init_fd = pidfd::open(pid).ok().map(Arc::new);
+                }
+                info!(id = %task.record.id, pid, "found running task");
+                watch_shim(task, shim_fd);
+            }
+            None => {
+                // The shim is gone and left no exit status: it was killed.
+                let exit = task.bundle.read_exit().unwrap_or(ExitRecord {
+                    exit_status: 255,
+                    exited_at: berth_common::time::now_rfc3339(),
+                    error: "shim exited without recording an exit status".into(),
+                });
+                task.set_exited(exit);
+            }
+        }
+    }
+
+    fn get(&self, ns: &str, id: &str) -> Result<Arc<Task>, Error> {
+        self.tasks
+            .lock()
+            .unwrap()
+            .get(&(ns.to_string(), id.to_string()))
+            .cloned()
+            .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    async fn create(&self, ns: &str, req: CreateTaskRequest) -> Result<(), Error> {
+        validate_id(&req.id)?;
+        let spec: serde_json::Value = serde_json::from_slice(&req.spec)
+            .map_err(|e| Error::InvalidArgument(format!("spec is not JSON: {e}")))?;
+        serde_json::from_value::<oci_spec::runtime::Spec>(spec.clone())
+            .map_err(|e| Error::InvalidArgument(format!("invalid OCI runtime spec: {e}")))?;
+        if req.rootfs.is_empty() {
+            return Err(Error::InvalidArgument("no rootfs mounts given".into()));
+        }
+        let cgroups_path = spec
+            .pointer("/linux/cgroupsPath")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        if self.get(ns, &req.id).is_ok() {
+            return Err(Error::AlreadyExists(req.id));
+        }
+        let ns_dir = self.root.join(ns);
+        std::fs::create_dir_all(&ns_dir).map_err(Error::io(format!("create {}", ns_dir.display())))?;
+        let dir = ns_dir.join(&req.id);
+        // Assemble in a temp dir and rename, so a crash leaves a whole bundle
+        // or none.
+        let tmp = ns_dir.join(format!(".{}.tmp", req.id));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let result = (|| {
+            std::fs::create_dir_all(tmp.join("rootfs")).map_err(Error::io("create bundle"))?;
+            write_atomic(&tmp.join("config.json"), &req.spec)?;
+            let mounts: Vec<MountJson> = req
+                .rootfs
+                .iter()
+                .map(|m| MountJson {
+                    kind: &m.r#type,
+                    source: &m.source,
+                    options: &m.options,
+                })
+                .collect();
+            write_atomic(
+                &tmp.join("rootfs.json"),
+                &serde_json::to_vec(&mounts).map_err(|e| Error::Internal(e.to_string()))?,
+            )?;
+            let record = TaskRecord {
+                id: req.id.clone(),
+                log_path: req.log_path.clone(),
+                started_at: String::new(),
+                cgroups_path,
+            };
+            Bundle::new(tmp.clone()).write_record(&record)?;
+            std::fs::rename(&tmp, &dir).map_err(Error::io(format!("rename bundle to {}", dir.display())))?;
+            Ok(record)
+        })();
+        match result {
+            Ok(record) => {
+                self.insert(ns, Bundle::new(dir), record);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    async fn start(&self, ns: &str, id: &str) -> Result<u32, Error> {
+        let task = self.get(ns, id)?;
+        {
+            let mut inner = task.inner.lock().unwrap();
+            if inner.status != TaskStatus::Created as i32 || inner.starting {
+                return Err(Error::FailedPrecondition(format!(
+                    "task {id} cannot be started: it has already been started"
+                )));
+            }
+            inner.starting = true;
+        }
+        let result = self.spawn_shim(&task).await;
+        task.inner.lock().unwrap().starting = false;
+        result
+    }
+
+    async fn spawn_shim(&self, task: &Arc<Task>) -> Result<u32, Error> {
+        let mut cmd = tokio::process::Command::new(&self.shim);
+        cmd.arg("--id")
+            .arg(&task.record.id)
+            .arg("--bundle")
+            .arg(&task.bundle.dir);
+        if !task.record.log_path.is_empty() {
+            if let Some(parent) = Path::new(&task.record.log_path).parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            cmd.arg("--log").arg(&task.record.log_path);
+        }
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .map_err(Error::io(format!("run shim {}", self.shim.display())))?;
+        let mut out = String::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            stdout
+                .read_to_string(&mut out)
+                .await
+                .map_err(Error::io("read shim report"))?;
+        }
+        let status = child.wait().await.map_err(Error::io("wait for shim"))?;
+        let report: ShimReport = serde_json::from_str(out.trim()).map_err(|e| {
+            Error::Internal(format!(
+                "shim for {} failed ({status}) without a report: {e}; output {:?}",
+                task.record.id,
+                out.trim()
+            ))
+        })?;
+        if let Some(message) = report.error {
+            let exit_code = report.exit_code.unwrap_or(125);
+            let exit = task.bundle.read_exit().unwrap_or(ExitRecord {
+                exit_status: exit_code as u32,
+                exited_at: berth_common::time::now_rfc3339(),
+                error: message.clone(),
+            });
+            task.set_exited(exit);
+            return Err(Error::Exec { message, exit_code });
+        }
+        let pid = report
+            .pid
+            .ok_or_else(|| Error::Internal("shim report has neither pid nor error".into()))?;
+        let started_at = berth_common::time::now_rfc3339();
+        let mut record = task.record.clone();
+        record.started_at = started_at.clone();
+        task.bundle.write_record(&record)?;
+        {
+            let mut inner = task.inner.lock().unwrap();
+            inner.status = TaskStatus::Running as i32;
+            inner.pid = pid;
+            inner.started_at = started_at;
+            // The init cannot be reaped before the shim is, so this pidfd
+            // refers to the right process unless it has already exited.
+            inner.init_fd = pidfd::open(pid as i32).ok().map(Arc::new);
+        }
+        match task.bundle.shim_pid().and_then(|p| open_shim(&task.bundle, p)) {
+            Some(fd) => watch_shim(task.clone(), fd),
+            None => {
+                // The shim has already finished.
+                let exit = task.bundle.read_exit().unwrap_or(ExitRecord {
+                    exit_status: 255,
+                    exited_at: berth_common::time::now_rfc3339(),
+                    error: "shim exited without recording an exit status".into(),
+                });
+                task.set_exited(exit);
+            }
+        }
+        Ok(pid)
+    }
+
+    fn kill(&self, ns: &str, req: &KillRequest) -> Result<(), Error> {
+        let task = self.get(ns, &req.id)?;
+        let fd = {
+            let inner = task.inner.lock().unwrap();
+            if inner.status != TaskStatus::Running as i32 && inner.status != TaskStatus::Paused as i32 {
+                return Err(Error::FailedPrecondition(format!("task {} is not running", req.id)));
+            }
+            inner.init_fd.clone()
+        };
+        let sig = req.signal as i32;
+        if sig <= 0 || sig > 64 {
+            return Err(Error::InvalidArgument(format!("invalid signal {}", req.signal)));
+        }
+        let Some(fd) = fd else {
+            return Ok(()); // already exiting
+        };
+        match pidfd::send_signal(&fd, sig) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(Error::Io {
+                context: format!("signal task {}", req.id),
+                source: e,
+            }),
+        }
+    }
+
+    async fn wait(&self, ns: &str, id: &str) -> Result<ExitRecord, Error> {
+        let task = self.get(ns, id)?;
+        let mut rx = task.exit_tx.subscribe();
+        let rec = rx
+            .wait_for(|e| e.is_some())
+            .await
+            .map_err(|_| Error::Internal("task watcher went away".into()))?;
+        Ok(rec.clone().unwrap_or_default())
+    }
+
+    fn delete(&self, ns: &str, id: &str) -> Result<ExitRecord, Error> {
+        let task = self.get(ns, id)?;
+        {
+            let inner = task.inner.lock().unwrap();
+            if inner.status == TaskStatus::Running as i32 || inner.status == TaskStatus::Paused as i32 || inner.starting {
+                return Err(Error::FailedPrecondition(format!(
+                    "task {id} is running: kill it before deleting"
+                )));
+            }
+        }
+        self.tasks
+            .lock()
+            .unwrap()
+            .remove(&(ns.to_string(), id.to_string()));
+        remove_cgroup(&task.record.cgroups_path);
+        std::fs::remove_dir_all(&task.bundle.dir)
+            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+            .map_err(Error::io(format!("remove bundle {}", task.bundle.dir.display())))?;
+        let exit = task.exit_tx.borrow().clone().unwrap_or_default();
+        Ok(exit)
+    }
+
+    fn pids(&self, ns: &str, id: &str) -> Result<Vec<u32>, Error> {
+        let task = self.get(ns, id)?;
+        let cg = task.record.cgroups_path.trim_start_matches('/');
+        for base in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup"] {
+            let procs = Path::new(base).join(cg).join("cgroup.procs");
+            if let Ok(text) = std::fs::read_to_string(&procs) {
+                return Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect());
+            }
+        }
+        let pid = task.inner.lock().unwrap().pid;
+        Ok(if pid > 0 { vec![pid] } else { vec![] })
+    }
+}
+
+/// Opens a pidfd for the shim, checking that the process really is the shim
+/// of this bundle (pids are reused).
+fn open_shim(bundle: &Bundle, pid: i32) -> Option<OwnedFd> {
+    let fd = pidfd::open(pid).ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let bundle_arg = bundle.dir.as_os_str().as_encoded_bytes();
+    let is_ours = cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg == bundle_arg);
+    is_ours.then_some(fd)
+}
+
+/// Waits for the shim to exit, then publishes the exit status it recorded.
+fn watch_shim(task: Arc<Task>, shim_fd: OwnedFd) {
+    tokio::spawn(async move {
+        if let Err(e) = pidfd::exited(shim_fd).await {
+            warn!(id = %task.record.id, "cannot watch shim: {e}");
+            return;
+        }
+        let exit = task.bundle.read_exit().unwrap_or(ExitRecord {
+            exit_status: 255,
+            exited_at: berth_common::time::now_rfc3339(),
+            error: "shim exited without recording an exit status".into(),
+        });
+        info!(id = %task.record.id, status = exit.exit_status, "task exited");
+        task.set_exited(exit);
+    });
+}
+
+/// Removes what is left of a task's cgroup (the shim normally does this).
+fn remove_cgroup(cgroups_path: &str) {
+    let cg = cgroups_path.trim_start_matches('/');
+    if cg.is_empty() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut bases: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    bases.push(PathBuf::from("/sys/fs/cgroup"));
+    for base in bases {
+        let dir = base.join(cg);
+        if dir.is_dir() {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Tasks for TasksService {
+    async fn create(&self, req: Request<CreateTaskRequest>) -> Result<Response<Empty>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        TasksService::create(self, &ns, req.into_inner()).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let pid = TasksService::start(self, &ns, &req.get_ref().id).await?;
+        Ok(Response::new(StartResponse { pid }))
+    }
+
+    async fn state(&self, req: Request<StateRequest>) -> Result<Response<TaskState>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        Ok(Response::new(self.get(&ns, &req.get_ref().id)?.state()))
+    }
+
+    async fn list(&self, req: Request<ListTasksRequest>) -> Result<Response<ListTasksResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let tasks: Vec<Arc<Task>> = self
+            .tasks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((n, _), _)| *n == ns)
+            .map(|(_, t)| t.clone())
+            .collect();
+        Ok(Response::new(ListTasksResponse {
+            tasks: tasks.iter().map(|t| t.state()).collect(),
+        }))
+    }
+
+    async fn kill(&self, req: Request<KillRequest>) -> Result<Response<Empty>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        TasksService::kill(self, &ns, req.get_ref())?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let exit = TasksService::wait(self, &ns, &req.get_ref().id).await?;
+        Ok(Response::new(WaitResponse {
+            exit_status: exit.exit_status,
+            exited_at: exit.exited_at,
+        }))
+    }
+
+    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<WaitResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let exit = TasksService::delete(self, &ns, &req.get_ref().id)?;
+        Ok(Response::new(WaitResponse {
+            exit_status: exit.exit_status,
+            exited_at: exit.exited_at,
+        }))
+    }
+
+    async fn pids(&self, req: Request<PidsRequest>) -> Result<Response<PidsResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let pids = TasksService::pids(self, &ns, &req.get_ref().id)?;
+        Ok(Response::new(PidsResponse { pids }))
+    }
+}
