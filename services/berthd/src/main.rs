@@ -1,1 +1,259 @@
-fn main() {}
+//! `berthd`: the berth engine. Without a subcommand it runs every service in
+//! one process (each still serving gRPC on its own unix socket under
+//! `--state`); `berthd content|snapshots|tasks|network|gateway` runs one.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use berth_common::grpc::{parse_unix_addr, rpc_span};
+use berth_common::{connect_unix, unix_incoming};
+use berth_proto::content::v1::content_server::ContentServer;
+use berth_proto::network::v1::network_server::NetworkServer;
+use berth_proto::snapshots::v1::snapshots_server::SnapshotsServer;
+use berth_proto::tasks::v1::tasks_server::TasksServer;
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tracing::info;
+
+#[derive(Parser, Debug)]
+#[command(name = "berthd", version, about = "The berth container engine")]
+struct Cli {
+    /// Directory for persistent data (images, snapshots, container records).
+    #[arg(long, global = true, default_value = "/var/lib/berth", env = "BERTH_ROOT")]
+    root: PathBuf,
+    /// Directory for runtime state (sockets, task bundles, network namespaces).
+    #[arg(long, global = true, default_value = "/run/berth", env = "BERTH_STATE")]
+    state: PathBuf,
+    /// The berth-shim binary (default: next to berthd, else on PATH).
+    #[arg(long, global = true, env = "BERTH_SHIM")]
+    shim: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run only berth-content.
+    Content {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Run only berth-snapshots.
+    Snapshots {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Address of berth-content (unix:///path).
+        #[arg(long)]
+        content_addr: Option<String>,
+    },
+    /// Run only berth-tasks.
+    Tasks {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Run only berth-network.
+    Network {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Run only the gateway, using services at the given addresses.
+    Gateway {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        #[arg(long)]
+        content_addr: Option<String>,
+        #[arg(long)]
+        snapshots_addr: Option<String>,
+        #[arg(long)]
+        tasks_addr: Option<String>,
+        #[arg(long)]
+        network_addr: Option<String>,
+    },
+}
+
+struct Paths {
+    root: PathBuf,
+    state: PathBuf,
+}
+
+impl Paths {
+    fn sock(&self, name: &str) -> PathBuf {
+        self.state.join(format!("{name}.sock"))
+    }
+    fn addr(&self, given: &Option<String>, name: &str) -> Result<PathBuf> {
+        match given {
+            Some(a) => Ok(parse_unix_addr(a)?),
+            None => Ok(self.sock(name)),
+        }
+    }
+}
+
+fn shutdown_signal(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> {
+    async move {
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+macro_rules! serve {
+    ($svc:expr, $path:expr, $rx:expr) => {{
+        let path: PathBuf = $path;
+        let incoming = unix_incoming(&path).with_context(|| format!("listen on {}", path.display()))?;
+        info!(socket = %path.display(), "serving");
+        let rx = $rx.clone();
+        tokio::spawn(async move {
+            Server::builder()
+                .trace_fn(rpc_span)
+                .add_service($svc)
+                .serve_with_incoming_shutdown(incoming, shutdown_signal(rx))
+                .await
+        })
+    }};
+}
+
+fn shim_path(given: Option<PathBuf>) -> PathBuf {
+    if let Some(p) = given {
+        return p;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        let p = exe.with_file_name("berth-shim");
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from("berth-shim")
+}
+
+fn content_service(p: &Paths) -> Result<ContentServer<berth_content::ContentService>> {
+    let svc = berth_content::ContentService::open(&p.root).context("open berth-content")?;
+    Ok(ContentServer::new(svc)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+fn snapshots_service(p: &Paths, content: &Path) -> Result<SnapshotsServer<berth_snapshots::SnapshotsService>> {
+    let client = berth_proto::content::v1::content_client::ContentClient::new(connect_unix(content))
+        .max_decoding_message_size(64 << 20);
+    let svc = berth_snapshots::SnapshotsService::open(&p.root, client).context("open berth-snapshots")?;
+    Ok(SnapshotsServer::new(svc))
+}
+
+fn tasks_service(p: &Paths, shim: PathBuf) -> Result<TasksServer<berth_tasks::TasksService>> {
+    let svc = berth_tasks::TasksService::open(&p.state, shim).context("open berth-tasks")?;
+    Ok(TasksServer::new(svc))
+}
+
+fn network_service(p: &Paths) -> Result<NetworkServer<berth_network::NetworkService>> {
+    let svc = berth_network::NetworkService::open(&p.state).context("open berth-network")?;
+    Ok(NetworkServer::new(svc))
+}
+
+async fn wait_for_signal(tx: watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    info!("shutting down; containers keep running");
+    let _ = tx.send(true);
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let name = match &cli.command {
+        None => "berthd",
+        Some(Command::Content { .. }) => "berth-content",
+        Some(Command::Snapshots { .. }) => "berth-snapshots",
+        Some(Command::Tasks { .. }) => "berth-tasks",
+        Some(Command::Network { .. }) => "berth-network",
+        Some(Command::Gateway { .. }) => "berth-gateway",
+    };
+    let _telemetry = berth_common::telemetry::init(name, "info");
+    let p = Paths {
+        root: cli.root.clone(),
+        state: cli.state.clone(),
+    };
+    for d in [&p.root, &p.state] {
+        std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+    }
+    let (tx, rx) = watch::channel(false);
+    let mut servers = Vec::new();
+    match cli.command {
+        Some(Command::Content { socket }) => {
+            servers.push(serve!(content_service(&p)?, socket.unwrap_or(p.sock("content")), rx));
+        }
+        Some(Command::Snapshots { socket, content_addr }) => {
+            let content = p.addr(&content_addr, "content")?;
+            servers.push(serve!(snapshots_service(&p, &content)?, socket.unwrap_or(p.sock("snapshots")), rx));
+        }
+        Some(Command::Tasks { socket }) => {
+            servers.push(serve!(tasks_service(&p, shim_path(cli.shim))?, socket.unwrap_or(p.sock("tasks")), rx));
+        }
+        Some(Command::Network { socket }) => {
+            servers.push(serve!(network_service(&p)?, socket.unwrap_or(p.sock("network")), rx));
+        }
+        Some(Command::Gateway {
+            socket,
+            content_addr,
+            snapshots_addr,
+            tasks_addr,
+            network_addr,
+        }) => {
+            let backends = berth_gateway::Backends {
+                content: connect_unix(p.addr(&content_addr, "content")?),
+                snapshots: connect_unix(p.addr(&snapshots_addr, "snapshots")?),
+                tasks: connect_unix(p.addr(&tasks_addr, "tasks")?),
+                network: connect_unix(p.addr(&network_addr, "network")?),
+            };
+            servers.extend(gateway(&p, backends, socket.unwrap_or(p.sock("berth")), &rx)?);
+        }
+        None => {
+            servers.push(serve!(content_service(&p)?, p.sock("content"), rx));
+            servers.push(serve!(snapshots_service(&p, &p.sock("content"))?, p.sock("snapshots"), rx));
+            servers.push(serve!(tasks_service(&p, shim_path(cli.shim))?, p.sock("tasks"), rx));
+            servers.push(serve!(network_service(&p)?, p.sock("network"), rx));
+            let backends = berth_gateway::Backends {
+                content: connect_unix(p.sock("content")),
+                snapshots: connect_unix(p.sock("snapshots")),
+                tasks: connect_unix(p.sock("tasks")),
+                network: connect_unix(p.sock("network")),
+            };
+            servers.extend(gateway(&p, backends, p.sock("berth"), &rx)?);
+        }
+    }
+    tokio::spawn(wait_for_signal(tx));
+    for s in servers {
+        s.await.context("server task")?.context("gRPC server")?;
+    }
+    Ok(())
+}
+
+fn gateway(
+    p: &Paths,
+    backends: berth_gateway::Backends,
+    socket: PathBuf,
+    rx: &watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>>> {
+    let gw = berth_gateway::Gateway::open(&p.root, backends).context("open gateway")?;
+    let incoming = unix_incoming(&socket).with_context(|| format!("listen on {}", socket.display()))?;
+    info!(socket = %socket.display(), "gateway serving");
+    let rx = rx.clone();
+    let server = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            Server::builder()
+                .trace_fn(rpc_span)
+                .add_service(gw.images_server())
+                .add_service(gw.containers_server())
+                .add_service(gw.system_server())
+                .serve_with_incoming_shutdown(incoming, shutdown_signal(rx))
+                .await
+        })
+    };
+    gw.spawn_recovery();
+    Ok(vec![server])
+}

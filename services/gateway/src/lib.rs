@@ -1,1 +1,126 @@
-//! placeholder
+//! berthd's gateway: the public API `berth.gateway.v1`.
+//!
+//! The gateway owns container records and orchestration. It reaches
+//! berth-content, berth-snapshots, berth-tasks and berth-network only through
+//! their gRPC clients, whether they run in the same process or not.
+
+mod container;
+mod containers;
+mod error;
+mod images;
+mod logs;
+mod spec;
+mod store;
+mod system;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use berth_proto::content::v1::content_client::ContentClient;
+use berth_proto::gateway::v1::containers_server::ContainersServer;
+use berth_proto::gateway::v1::images_server::ImagesServer;
+use berth_proto::gateway::v1::system_server::SystemServer;
+use berth_proto::network::v1::network_client::NetworkClient;
+use berth_proto::snapshots::v1::snapshots_client::SnapshotsClient;
+use berth_proto::tasks::v1::tasks_client::TasksClient;
+use tokio::sync::broadcast;
+use tonic::transport::Channel;
+
+pub use error::{Error, EXIT_CODE_KEY};
+
+use container::ContainerRecord;
+use store::Store;
+
+/// Channels to the backing services.
+#[derive(Clone)]
+pub struct Backends {
+    pub content: Channel,
+    pub snapshots: Channel,
+    pub tasks: Channel,
+    pub network: Channel,
+}
+
+/// A change in a container's life, published to waiters and attachers.
+#[derive(Debug, Clone)]
+pub(crate) struct Event {
+    pub ns: String,
+    pub id: String,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum EventKind {
+    Start,
+    Die(i64),
+    Destroy,
+}
+
+pub(crate) struct Inner {
+    root: PathBuf,
+    content: ContentClient<Channel>,
+    snapshots: SnapshotsClient<Channel>,
+    tasks: TasksClient<Channel>,
+    network: NetworkClient<Channel>,
+    store: Store,
+    /// Container records by (namespace, id).
+    containers: Mutex<HashMap<(String, String), ContainerRecord>>,
+    /// Serialises operations on one container.
+    op_locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    events: broadcast::Sender<Event>,
+    images: images::ImageCache,
+}
+
+/// The gateway: build it with [`Gateway::open`], then serve its three
+/// services.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+impl Gateway {
+    /// Opens the gateway's store under `root/gateway` and container
+    /// directories under `root/containers`.
+    pub fn open(root: &Path, backends: Backends) -> Result<Self, Error> {
+        let store = Store::open(&root.join("gateway"))?;
+        let mut map = HashMap::new();
+        for rec in store.load_containers()? {
+            map.insert((rec.namespace.clone(), rec.id.clone()), rec);
+        }
+        let (events, _) = broadcast::channel(1024);
+        let inner = Arc::new(Inner {
+            root: root.to_owned(),
+            content: ContentClient::new(backends.content)
+                .max_decoding_message_size(64 << 20),
+            snapshots: SnapshotsClient::new(backends.snapshots),
+            tasks: TasksClient::new(backends.tasks),
+            network: NetworkClient::new(backends.network),
+            store,
+            containers: Mutex::new(map),
+            op_locks: Mutex::default(),
+            events,
+            images: images::ImageCache::default(),
+        });
+        Ok(Gateway { inner })
+    }
+
+    /// Reconciles container records with berth-tasks (after a restart of
+    /// either) and watches the running ones. Runs in the background.
+    pub fn spawn_recovery(&self) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move { containers::recover(inner).await });
+    }
+
+    pub fn images_server(&self) -> ImagesServer<images::ImagesApi> {
+        ImagesServer::new(images::ImagesApi(self.inner.clone()))
+            .max_decoding_message_size(64 << 20)
+    }
+
+    pub fn containers_server(&self) -> ContainersServer<containers::ContainersApi> {
+        ContainersServer::new(containers::ContainersApi(self.inner.clone()))
+    }
+
+    pub fn system_server(&self) -> SystemServer<system::SystemApi> {
+        SystemServer::new(system::SystemApi(self.inner.clone()))
+    }
+}

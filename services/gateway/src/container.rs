@@ -1,0 +1,264 @@
+//! The container record the gateway keeps, and its Docker-style documents.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Docker's zero time, shown for times that never happened.
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    pub hostname: String,
+    pub user: String,
+    pub env: Vec<String>,
+    pub cmd: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub working_dir: String,
+    pub labels: BTreeMap<String, String>,
+    pub stop_signal: String,
+    pub stop_timeout: Option<i32>,
+    /// The image as the user named it.
+    pub image: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostConfig {
+    pub auto_remove: bool,
+    pub network_mode: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    /// created, running, paused, restarting, removing, exited, dead
+    pub status: String,
+    pub pid: u32,
+    pub exit_code: i64,
+    pub error: String,
+    pub oom_killed: bool,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+impl State {
+    pub fn running(&self) -> bool {
+        self.status == "running" || self.status == "paused"
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub namespace: String,
+    pub name: String,
+    pub created: String,
+    /// Image ID ("sha256:..." of the config).
+    pub image_id: String,
+    pub path: String,
+    pub args: Vec<String>,
+    pub config: ContainerConfig,
+    pub host_config: HostConfig,
+    pub state: State,
+    pub snapshot_key: String,
+    pub dir: String,
+    pub restart_count: u32,
+    /// Set while a removal is in progress.
+    #[serde(default)]
+    pub removing: bool,
+}
+
+impl ContainerRecord {
+    pub fn log_path(&self) -> String {
+        format!("{}/{}-json.log", self.dir, self.id)
+    }
+
+    /// `docker ps`'s COMMAND: entrypoint and command joined.
+    pub fn command_line(&self) -> String {
+        std::iter::once(self.path.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The Docker inspect document.
+    pub fn inspect(&self) -> Value {
+        let st = &self.state;
+        let or_zero = |s: &str| if s.is_empty() { ZERO_TIME.to_string() } else { s.to_string() };
+        let network_mode = if self.host_config.network_mode.is_empty() {
+            "none"
+        } else {
+            self.host_config.network_mode.as_str()
+        };
+        let mut networks = serde_json::Map::new();
+        networks.insert(
+            network_mode.to_string(),
+            json!({
+                "IPAMConfig": null, "Links": null, "Aliases": null, "MacAddress": "",
+                "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
+                "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
+                "GlobalIPv6PrefixLen": 0, "DriverOpts": null, "DNSNames": null
+            }),
+        );
+        json!({
+            "Id": self.id,
+            "Created": self.created,
+            "Path": self.path,
+            "Args": self.args,
+            "State": {
+                "Status": st.status,
+                "Running": st.status == "running" || st.status == "paused",
+                "Paused": st.status == "paused",
+                "Restarting": st.status == "restarting",
+                "OOMKilled": st.oom_killed,
+                "Dead": st.status == "dead",
+                "Pid": st.pid,
+                "ExitCode": st.exit_code,
+                "Error": st.error,
+                "StartedAt": or_zero(&st.started_at),
+                "FinishedAt": or_zero(&st.finished_at),
+            },
+            "Image": self.image_id,
+            "ResolvConfPath": format!("{}/resolv.conf", self.dir),
+            "HostnamePath": format!("{}/hostname", self.dir),
+            "HostsPath": format!("{}/hosts", self.dir),
+            "LogPath": self.log_path(),
+            "Name": format!("/{}", self.name),
+            "RestartCount": self.restart_count,
+            "Driver": "overlayfs",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": null,
+            "HostConfig": {
+                "Binds": null,
+                "ContainerIDFile": "",
+                "LogConfig": {"Type": "json-file", "Config": {}},
+                "NetworkMode": network_mode,
+                "PortBindings": {},
+                "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+                "AutoRemove": self.host_config.auto_remove,
+                "VolumeDriver": "",
+                "VolumesFrom": null,
+                "Privileged": false,
+                "PublishAllPorts": false,
+                "ReadonlyRootfs": false,
+                "Runtime": "berth",
+                "CgroupParent": "",
+            },
+            "GraphDriver": {"Name": "overlayfs", "Data": {"Snapshot": self.snapshot_key}},
+            "Mounts": [],
+            "Config": {
+                "Hostname": self.config.hostname,
+                "Domainname": "",
+                "User": self.config.user,
+                "AttachStdin": false,
+                "AttachStdout": true,
+                "AttachStderr": true,
+                "Tty": false,
+                "OpenStdin": false,
+                "StdinOnce": false,
+                "Env": self.config.env,
+                "Cmd": self.config.cmd,
+                "Image": self.config.image,
+                "Volumes": null,
+                "WorkingDir": self.config.working_dir,
+                "Entrypoint": self.config.entrypoint,
+                "OnBuild": null,
+                "Labels": self.config.labels,
+                "StopSignal": if self.config.stop_signal.is_empty() { Value::Null } else { json!(self.config.stop_signal) },
+                "StopTimeout": self.config.stop_timeout,
+            },
+            "NetworkSettings": {
+                "Bridge": "", "SandboxID": "", "SandboxKey": "",
+                "Ports": {}, "HairpinMode": false,
+                "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
+                "Networks": networks,
+            },
+        })
+    }
+}
+
+/// Validates a container name like Docker.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let n = name.strip_prefix('/').unwrap_or(name);
+    let ok = n.len() >= 2
+        && n.as_bytes()[0].is_ascii_alphanumeric()
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        ))
+    }
+}
+
+const ADJECTIVES: &[&str] = &[
+    "admiring", "bold", "brave", "busy", "calm", "clever", "cool", "eager", "elastic", "festive",
+    "focused", "gallant", "happy", "hopeful", "jolly", "keen", "kind", "lucid", "modest", "nifty",
+    "optimistic", "peaceful", "quirky", "relaxed", "serene", "sharp", "stoic", "tender", "vibrant",
+    "wizardly", "youthful", "zealous",
+];
+const SURNAMES: &[&str] = &[
+    "albattani", "babbage", "bohr", "curie", "darwin", "dijkstra", "einstein", "euler", "fermi",
+    "galileo", "hopper", "hypatia", "kepler", "knuth", "lamport", "liskov", "lovelace", "mayer",
+    "newton", "noether", "pascal", "ritchie", "shannon", "thompson", "torvalds", "turing", "wing",
+    "wozniak", "yonath", "zhukovsky",
+];
+
+/// A random Docker-style name such as "brave_turing".
+pub fn random_name() -> String {
+    use rand::seq::IndexedRandom;
+    let mut rng = rand::rng();
+    format!(
+        "{}_{}",
+        ADJECTIVES.choose(&mut rng).unwrap_or(&"calm"),
+        SURNAMES.choose(&mut rng).unwrap_or(&"turing")
+    )
+}
+
+/// A new 64-hex-digit container ID.
+pub fn new_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("web").is_ok());
+        assert!(validate_name("/web-1.a_b").is_ok());
+        assert!(validate_name("a").is_err());
+        assert!(validate_name("-x").is_err());
+        assert!(validate_name("a b").is_err());
+        let n = random_name();
+        assert!(validate_name(&n).is_ok(), "{n}");
+        assert_eq!(new_id().len(), 64);
+    }
+
+    #[test]
+    fn inspect_has_docker_fields() {
+        let rec = ContainerRecord {
+            id: "abc".into(),
+            name: "web".into(),
+            state: State {
+                status: "exited".into(),
+                exit_code: 3,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let doc = rec.inspect();
+        assert_eq!(doc["Name"], "/web");
+        assert_eq!(doc["State"]["ExitCode"], 3);
+        assert_eq!(doc["State"]["Running"], false);
+        assert_eq!(doc["State"]["StartedAt"], ZERO_TIME);
+    }
+}

@@ -1,0 +1,680 @@
+//! The Images service, and image lookup for the rest of the gateway.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use berth_common::reference;
+use berth_common::request;
+use berth_proto::content::v1::{
+    import_image_request, GetImageRequest, Image, ImportHeader as ContentImportHeader,
+    ImportImageRequest, ListImagesRequest as ContentListImages, PutImageRequest, ReadRequest,
+    DeleteImageRequest,
+};
+use berth_proto::gateway::v1::images_server::Images;
+use berth_proto::gateway::v1::{
+    import_request, ImageSummary, ImportRequest, ImportResponse, InspectImageRequest,
+    InspectResponse, ListImagesRequest, ListImagesResponse, RemoveImageRequest,
+    RemoveImageResponse, TagRequest, TagResponse,
+};
+use berth_proto::snapshots::v1::{ApplyRequest, CommitRequest, PrepareRequest, RemoveRequest, StatRequest};
+use berth_proto::types::v1::Descriptor;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::info;
+
+use crate::error::{Error, Result};
+use crate::Inner;
+
+/// The Go name of this machine's architecture ("amd64", "arm64", ...).
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// An image as read from its manifest and config.
+#[derive(Debug)]
+pub(crate) struct ImageInfo {
+    pub manifest: Descriptor,
+    /// "sha256:..." of the config: the image ID.
+    pub id: String,
+    pub config: Value,
+    pub layers: Vec<Descriptor>,
+    pub diff_ids: Vec<String>,
+}
+
+impl ImageInfo {
+    /// The runtime part of the config (`config.config`), or null.
+    pub fn runtime_config(&self) -> &Value {
+        &self.config["config"]
+    }
+
+    /// Chain IDs of the layers, bottom first (the names of their snapshots).
+    pub fn chain_ids(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::with_capacity(self.diff_ids.len());
+        for d in &self.diff_ids {
+            let next = match out.last() {
+                None => d.clone(),
+                Some(prev) => format!(
+                    "sha256:{}",
+                    hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))
+                ),
+            };
+            out.push(next);
+        }
+        out
+    }
+
+    pub fn short_id(&self) -> String {
+        short(&self.id)
+    }
+}
+
+/// The 12-digit form of an ID.
+pub fn short(id: &str) -> String {
+    id.trim_start_matches("sha256:").chars().take(12).collect()
+}
+
+/// Parsed images by manifest digest (blobs never change).
+#[derive(Default)]
+pub(crate) struct ImageCache(Mutex<HashMap<String, Arc<ImageInfo>>>);
+
+fn is_hex_prefix(s: &str) -> bool {
+    let h = s.strip_prefix("sha256:").unwrap_or(s);
+    !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The familiar form of a full name, for display.
+pub fn familiar(full: &str) -> String {
+    reference::parse(full).map(|r| r.familiar()).unwrap_or_else(|_| full.to_string())
+}
+
+impl Inner {
+    pub(crate) async fn read_blob(&self, ns: &str, digest: &str) -> Result<Vec<u8>> {
+        let mut stream = self
+            .content
+            .clone()
+            .read(request(
+                ns,
+                ReadRequest {
+                    digest: digest.to_string(),
+                    offset: 0,
+                    size: 0,
+                },
+            ))
+            .await
+            .map_err(Error::service("content"))?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.message().await.map_err(Error::service("content"))? {
+            out.extend_from_slice(&chunk.data);
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn image_info(&self, ns: &str, manifest: &Descriptor) -> Result<Arc<ImageInfo>> {
+        if let Some(i) = self.images.0.lock().unwrap().get(&manifest.digest) {
+            return Ok(i.clone());
+        }
+        let m: Value = serde_json::from_slice(&self.read_blob(ns, &manifest.digest).await?)
+            .map_err(|e| Error::Internal(format!("manifest {} is not JSON: {e}", manifest.digest)))?;
+        let desc = |v: &Value| Descriptor {
+            media_type: v["mediaType"].as_str().unwrap_or_default().to_string(),
+            digest: v["digest"].as_str().unwrap_or_default().to_string(),
+            size: v["size"].as_i64().unwrap_or_default(),
+            annotations: Default::default(),
+        };
+        let config_desc = desc(&m["config"]);
+        let layers: Vec<Descriptor> = m["layers"].as_array().map(|a| a.iter().map(desc).collect()).unwrap_or_default();
+        let config: Value = serde_json::from_slice(&self.read_blob(ns, &config_desc.digest).await?)
+            .map_err(|e| Error::Internal(format!("image config {} is not JSON: {e}", config_desc.digest)))?;
+        let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        if diff_ids.len() != layers.len() {
+            return Err(Error::Internal(format!(
+                "image {}: {} layers but {} diff_ids",
+                config_desc.digest,
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let info = Arc::new(ImageInfo {
+            manifest: manifest.clone(),
+            id: config_desc.digest,
+            config,
+            layers,
+            diff_ids,
+        });
+        self.images.0.lock().unwrap().insert(manifest.digest.clone(), info.clone());
+        Ok(info)
+    }
+
+    pub(crate) async fn image_records(&self, ns: &str) -> Result<Vec<Image>> {
+        Ok(self
+            .content
+            .clone()
+            .list_images(request(ns, ContentListImages {}))
+            .await
+            .map_err(Error::service("content"))?
+            .into_inner()
+            .images)
+    }
+
+    /// Finds an image by name, full ID or ID prefix. Returns it and the full
+    /// name it was found by (None when found by ID).
+    pub(crate) async fn resolve_image(&self, ns: &str, name: &str) -> Result<(Arc<ImageInfo>, Option<String>)> {
+        let not_found = || Error::NotFound(format!("No such image: {name}"));
+        if name.is_empty() {
+            return Err(Error::InvalidArgument("no image given".into()));
+        }
+        let parsed = reference::parse(name);
+        if let Ok(r) = &parsed {
+            let full = r.full();
+            match self
+                .content
+                .clone()
+                .get_image(request(ns, GetImageRequest { name: full.clone() }))
+                .await
+            {
+                Ok(img) => {
+                    let img = img.into_inner();
+                    let target = img.target.ok_or_else(|| Error::Internal(format!("image {full} has no target")))?;
+                    return Ok((self.image_info(ns, &target).await?, Some(full)));
+                }
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) => return Err(Error::service("content")(s)),
+            }
+        }
+        if !is_hex_prefix(name) {
+            return match parsed {
+                Err(e) => Err(Error::InvalidArgument(e.to_string())),
+                Ok(_) => Err(not_found()),
+            };
+        }
+        let want = if name.starts_with("sha256:") { name.to_string() } else { format!("sha256:{name}") };
+        let mut found: Option<Arc<ImageInfo>> = None;
+        for rec in self.image_records(ns).await? {
+            let Some(target) = rec.target else { continue };
+            let info = self.image_info(ns, &target).await?;
+            if info.id.starts_with(&want) {
+                if let Some(f) = &found {
+                    if f.id != info.id {
+                        return Err(Error::InvalidArgument(format!(
+                            "ambiguous image ID prefix {name}: matches {} and {}",
+                            f.short_id(),
+                            info.short_id()
+                        )));
+                    }
+                }
+                found = Some(info);
+            }
+        }
+        found.map(|f| (f, None)).ok_or_else(not_found)
+    }
+
+    /// Makes sure every layer of the image is unpacked into a committed
+    /// snapshot named by its chain ID; returns the top chain ID and the
+    /// uncompressed size of what was unpacked now.
+    pub(crate) async fn ensure_unpacked(&self, ns: &str, info: &ImageInfo) -> Result<String> {
+        let chain = info.chain_ids();
+        let mut parent = String::new();
+        let mut total = 0u64;
+        let mut unpacked_any = false;
+        let mut unpacked_all = true;
+        for (i, chain_id) in chain.iter().enumerate() {
+            let exists = self
+                .snapshots
+                .clone()
+                .stat(request(ns, StatRequest { key: chain_id.clone() }))
+                .await;
+            match exists {
+                Ok(_) => {
+                    parent = chain_id.clone();
+                    unpacked_all = false;
+                    continue;
+                }
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) => return Err(Error::service("snapshots")(s)),
+            }
+            let key = format!("extract-{}-{}", crate::container::new_id().get(..12).unwrap_or(""), chain_id);
+            self.snapshots
+                .clone()
+                .prepare(request(
+                    ns,
+                    PrepareRequest {
+                        key: key.clone(),
+                        parent: parent.clone(),
+                        labels: Default::default(),
+                    },
+                ))
+                .await
+                .map_err(Error::service("snapshots"))?;
+            let applied = async {
+                let resp = self
+                    .snapshots
+                    .clone()
+                    .apply(request(
+                        ns,
+                        ApplyRequest {
+                            key: key.clone(),
+                            layer: Some(info.layers[i].clone()),
+                        },
+                    ))
+                    .await
+                    .map_err(Error::service("snapshots"))?
+                    .into_inner();
+                if resp.diff_id != info.diff_ids[i] {
+                    return Err(Error::InvalidArgument(format!(
+                        "layer {} unpacks to {} but the image config says {}",
+                        info.layers[i].digest, resp.diff_id, info.diff_ids[i]
+                    )));
+                }
+                total += resp.size.max(0) as u64;
+                match self
+                    .snapshots
+                    .clone()
+                    .commit(request(
+                        ns,
+                        CommitRequest {
+                            name: chain_id.clone(),
+                            key: key.clone(),
+                            labels: Default::default(),
+                        },
+                    ))
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    // Another unpack of the same layer won the race.
+                    Err(s) if s.code() == Code::AlreadyExists => Ok(false),
+                    Err(s) => Err(Error::service("snapshots")(s)),
+                }
+            }
+            .await;
+            match applied {
+                Ok(true) => unpacked_any = true,
+                Ok(false) => {
+                    unpacked_all = false;
+                    let _ = self.snapshots.clone().remove(request(ns, RemoveRequest { key: key.clone() })).await;
+                }
+                Err(e) => {
+                    let _ = self.snapshots.clone().remove(request(ns, RemoveRequest { key })).await;
+                    return Err(e);
+                }
+            }
+            parent = chain_id.clone();
+        }
+        if unpacked_all && unpacked_any {
+            let _ = self.store.put_image_size(&info.id, total);
+        }
+        Ok(parent)
+    }
+
+    fn image_size(&self, info: &ImageInfo) -> i64 {
+        match self.store.image_size(&info.id) {
+            Ok(Some(s)) => s as i64,
+            _ => info.layers.iter().map(|l| l.size).sum(),
+        }
+    }
+
+    async fn names_of(&self, ns: &str, info: &ImageInfo) -> Result<Vec<String>> {
+        Ok(self
+            .image_records(ns)
+            .await?
+            .into_iter()
+            .filter(|r| r.target.as_ref().is_some_and(|t| t.digest == info.manifest.digest))
+            .map(|r| r.name)
+            .collect())
+    }
+
+    async fn import(&self, ns: &str, mut incoming: Streaming<ImportRequest>) -> Result<ImportResponse> {
+        let header = match incoming.message().await.map_err(|s| Error::InvalidArgument(s.message().to_string()))? {
+            Some(ImportRequest {
+                payload: Some(import_request::Payload::Header(h)),
+            }) => h,
+            _ => return Err(Error::InvalidArgument("the first import message must be the header".into())),
+        };
+        let name = if header.reference.is_empty() {
+            String::new()
+        } else {
+            let r = reference::parse(&header.reference).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            if r.digest().is_some() {
+                return Err(Error::InvalidArgument(
+                    "an imported image can be given a tag, not a digest".into(),
+                ));
+            }
+            r.full()
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tx.send(ImportImageRequest {
+            payload: Some(import_image_request::Payload::Header(ContentImportHeader {
+                name: name.clone(),
+                changes: header.changes,
+                message: header.message,
+                source: if header.source.is_empty() { "-".into() } else { header.source },
+                os: String::new(),
+                architecture: String::new(),
+            })),
+        })
+        .await
+        .map_err(|_| Error::Internal("import channel closed".into()))?;
+        // Forward the data. On a client error the sender is kept until the
+        // content call is dropped, so berth-content sees a cancelled stream,
+        // never a short but complete one.
+        let forward = tokio::spawn(async move {
+            loop {
+                match incoming.message().await {
+                    Ok(Some(ImportRequest {
+                        payload: Some(import_request::Payload::Data(d)),
+                    })) => {
+                        if tx
+                            .send(ImportImageRequest {
+                                payload: Some(import_image_request::Payload::Data(d)),
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return (Ok(()), Some(tx));
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => return (Ok(()), None),
+                    Err(e) => return (Err(e), Some(tx)),
+                }
+            }
+        });
+        let mut content = self.content.clone();
+        let call = content.import_image(request(ns, ReceiverStream::new(rx)));
+        tokio::pin!(call);
+        let mut forward = forward;
+        let resp = tokio::select! {
+            r = &mut call => r,
+            f = &mut forward => match f {
+                Ok((Ok(()), _keep)) => call.await,
+                Ok((Err(e), _keep)) => return Err(Error::InvalidArgument(format!("import stream failed: {}", e.message()))),
+                Err(e) => return Err(Error::Internal(format!("import forwarder: {e}"))),
+            },
+        }
+        .map_err(Error::service("content"))?
+        .into_inner();
+        let manifest = resp.manifest.ok_or_else(|| Error::Internal("import returned no manifest".into()))?;
+        let info = self.image_info(ns, &manifest).await?;
+        self.ensure_unpacked(ns, &info).await?;
+        info!(id = %info.id, name = %name, "imported image");
+        Ok(ImportResponse {
+            id: info.id.clone(),
+            reference: if name.is_empty() { String::new() } else { familiar(&name) },
+        })
+    }
+
+    fn containers_using(&self, ns: &str, image_id: &str) -> Vec<(String, bool)> {
+        self.containers
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|c| c.namespace == ns && c.image_id == image_id)
+            .map(|c| (c.id.clone(), c.state.running()))
+            .collect()
+    }
+
+    async fn remove_image(&self, ns: &str, req: &RemoveImageRequest) -> Result<RemoveImageResponse> {
+        let (info, by_name) = self.resolve_image(ns, &req.reference).await?;
+        let names = self.names_of(ns, &info).await?;
+        let users = self.containers_using(ns, &info.id);
+        let mut resp = RemoveImageResponse::default();
+        let untag = |n: String| async move {
+            self.content
+                .clone()
+                .delete_image(request(ns, DeleteImageRequest { name: n.clone() }))
+                .await
+                .map_err(Error::service("content"))?;
+            Ok::<String, Error>(familiar(&n))
+        };
+        match by_name {
+            Some(name) if names.len() > 1 => {
+                resp.untagged.push(untag(name).await?);
+                return Ok(resp);
+            }
+            Some(name) => {
+                if let Some((cid, _)) = users.first() {
+                    if !req.force {
+                        return Err(Error::FailedPrecondition(format!(
+                            "conflict: unable to remove repository reference \"{}\" (must force) - container {} is using its referenced image {}",
+                            req.reference,
+                            short(cid),
+                            info.short_id()
+                        )));
+                    }
+                }
+                resp.untagged.push(untag(name).await?);
+            }
+            None => {
+                if let Some((cid, running)) = users.first() {
+                    if *running {
+                        return Err(Error::FailedPrecondition(format!(
+                            "conflict: unable to delete {} (cannot be forced) - image is being used by running container {}",
+                            info.short_id(),
+                            short(cid)
+                        )));
+                    }
+                    if !req.force {
+                        return Err(Error::FailedPrecondition(format!(
+                            "conflict: unable to delete {} (must be forced) - image is being used by stopped container {}",
+                            info.short_id(),
+                            short(cid)
+                        )));
+                    }
+                }
+                if names.len() > 1 && !req.force {
+                    return Err(Error::FailedPrecondition(format!(
+                        "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                        info.short_id()
+                    )));
+                }
+                for n in names {
+                    resp.untagged.push(untag(n).await?);
+                }
+            }
+        }
+        // The image is gone from this namespace when no name is left.
+        if !self.names_of(ns, &info).await?.is_empty() {
+            return Ok(resp);
+        }
+        if users.is_empty() {
+            // Free the unpacked layers, top first, as far as nothing else
+            // (another image, a container) builds on them. Blobs are left to
+            // garbage collection, as they may be shared between namespaces.
+            for chain_id in info.chain_ids().iter().rev() {
+                match self
+                    .snapshots
+                    .clone()
+                    .remove(request(ns, RemoveRequest { key: chain_id.clone() }))
+                    .await
+                {
+                    Ok(_) => resp.deleted.push(chain_id.clone()),
+                    Err(s) if s.code() == Code::NotFound => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        resp.deleted.insert(0, info.id.clone());
+        Ok(resp)
+    }
+
+    pub(crate) fn inspect_image_doc(&self, info: &ImageInfo, names: &[String]) -> Value {
+        let cfg = info.runtime_config();
+        let pick = |k: &str| cfg.get(k).cloned().unwrap_or(Value::Null);
+        let history = info.config["history"].as_array();
+        let comment = history
+            .and_then(|h| h.last())
+            .and_then(|h| h["comment"].as_str())
+            .unwrap_or_default();
+        json!({
+            "Id": info.id,
+            "RepoTags": names.iter().map(|n| familiar(n)).collect::<Vec<_>>(),
+            "RepoDigests": [],
+            "Parent": "",
+            "Comment": comment,
+            "Created": info.config["created"],
+            "DockerVersion": "",
+            "Author": info.config.get("author").cloned().unwrap_or(json!("")),
+            "Config": {
+                "Hostname": "",
+                "Domainname": "",
+                "User": cfg.get("User").cloned().unwrap_or(json!("")),
+                "AttachStdin": false,
+                "AttachStdout": false,
+                "AttachStderr": false,
+                "ExposedPorts": pick("ExposedPorts"),
+                "Tty": false,
+                "OpenStdin": false,
+                "StdinOnce": false,
+                "Env": pick("Env"),
+                "Cmd": pick("Cmd"),
+                "Image": "",
+                "Volumes": pick("Volumes"),
+                "WorkingDir": cfg.get("WorkingDir").cloned().unwrap_or(json!("")),
+                "Entrypoint": pick("Entrypoint"),
+                "OnBuild": null,
+                "Labels": pick("Labels"),
+                "StopSignal": pick("StopSignal"),
+            },
+            "Architecture": info.config["architecture"],
+            "Os": info.config["os"],
+            "Size": self.image_size(info),
+            "GraphDriver": {"Name": "overlayfs", "Data": null},
+            "RootFS": {"Type": "layers", "Layers": info.diff_ids},
+            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+            "Descriptor": {
+                "mediaType": info.manifest.media_type,
+                "digest": info.manifest.digest,
+                "size": info.manifest.size,
+            },
+        })
+    }
+}
+
+/// Seconds since the epoch of an RFC 3339 time, or 0.
+fn unix_of(v: &Value) -> i64 {
+    v.as_str()
+        .and_then(berth_common::time::parse_rfc3339)
+        .map_or(0, |t| t.timestamp())
+}
+
+/// Serves `berth.gateway.v1.Images`.
+pub struct ImagesApi(pub(crate) Arc<Inner>);
+
+#[tonic::async_trait]
+impl Images for ImagesApi {
+    async fn import(&self, req: Request<Streaming<ImportRequest>>) -> Result<Response<ImportResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        Ok(Response::new(self.0.import(&ns, req.into_inner()).await?))
+    }
+
+    async fn list(&self, req: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let mut by_manifest: Vec<(Arc<ImageInfo>, Vec<String>)> = Vec::new();
+        for rec in self.0.image_records(&ns).await? {
+            let Some(target) = rec.target else { continue };
+            let info = self.0.image_info(&ns, &target).await?;
+            match by_manifest.iter_mut().find(|(i, _)| i.manifest.digest == info.manifest.digest) {
+                Some((_, names)) => names.push(familiar(&rec.name)),
+                None => by_manifest.push((info, vec![familiar(&rec.name)])),
+            }
+        }
+        let mut images: Vec<ImageSummary> = by_manifest
+            .into_iter()
+            .map(|(info, repo_tags)| ImageSummary {
+                id: info.id.clone(),
+                repo_tags,
+                created: unix_of(&info.config["created"]),
+                size: self.0.image_size(&info),
+                labels: info.runtime_config()["Labels"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        images.sort_by(|a, b| b.created.cmp(&a.created));
+        Ok(Response::new(ListImagesResponse { images }))
+    }
+
+    async fn inspect(&self, req: Request<InspectImageRequest>) -> Result<Response<InspectResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let (info, _) = self.0.resolve_image(&ns, &req.get_ref().reference).await?;
+        let names = self.0.names_of(&ns, &info).await?;
+        let doc = self.0.inspect_image_doc(&info, &names);
+        Ok(Response::new(InspectResponse {
+            json: serde_json::to_string(&doc).map_err(|e| Status::internal(e.to_string()))?,
+        }))
+    }
+
+    async fn tag(&self, req: Request<TagRequest>) -> Result<Response<TagResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let r = req.get_ref();
+        let (info, _) = self.0.resolve_image(&ns, &r.source).await?;
+        let target = reference::parse(&r.target).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if target.digest().is_some() {
+            return Err(Status::invalid_argument("refusing to create a tag with a digest reference"));
+        }
+        self.0
+            .content
+            .clone()
+            .put_image(request(
+                &ns,
+                PutImageRequest {
+                    image: Some(Image {
+                        name: target.full(),
+                        target: Some(info.manifest.clone()),
+                        created_at: 0,
+                        updated_at: 0,
+                        labels: Default::default(),
+                    }),
+                },
+            ))
+            .await
+            .map_err(Error::service("content"))?;
+        Ok(Response::new(TagResponse {}))
+    }
+
+    async fn remove(&self, req: Request<RemoveImageRequest>) -> Result<Response<RemoveImageResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        Ok(Response::new(self.0.remove_image(&ns, req.get_ref()).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_oci_rule() {
+        let info = ImageInfo {
+            manifest: Descriptor::default(),
+            id: "sha256:x".into(),
+            config: Value::Null,
+            layers: vec![],
+            diff_ids: vec!["sha256:a".into(), "sha256:b".into()],
+        };
+        let c = info.chain_ids();
+        assert_eq!(c[0], "sha256:a");
+        let want = format!("sha256:{}", hex::encode(Sha256::digest(b"sha256:a sha256:b")));
+        assert_eq!(c[1], want);
+    }
+
+    #[test]
+    fn hex_prefixes() {
+        assert!(is_hex_prefix("3f57d9401f8d"));
+        assert!(is_hex_prefix("sha256:3f57"));
+        assert!(!is_hex_prefix("busybox"));
+        assert!(!is_hex_prefix(""));
+        assert_eq!(short("sha256:0123456789abcdef"), "0123456789ab");
+    }
+}

@@ -1,0 +1,304 @@
+//! The OCI runtime spec for a container, built from its record and image.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::container::ContainerRecord;
+use crate::error::{Error, Result};
+
+/// PATH that Docker gives containers whose image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Docker's default capability set.
+const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// A resolved process identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub home: String,
+}
+
+/// Reads a file of the image's root filesystem from its layer directories
+/// (upper first), without following symlinks out of them.
+fn read_image_file(layer_dirs: &[String], rel: &str) -> Option<String> {
+    for dir in layer_dirs {
+        let mut p = Path::new(dir).to_path_buf();
+        let mut ok = true;
+        for comp in rel.split('/').filter(|c| !c.is_empty()) {
+            p.push(comp);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    ok = false;
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok {
+            if let Ok(s) = std::fs::read_to_string(&p) {
+                return Some(s);
+            }
+        }
+    }
+    None
+}
+
+/// The directories making up a rootfs, topmost first, from its mounts.
+pub fn layer_dirs(mounts: &[berth_proto::types::v1::Mount]) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in mounts {
+        if m.r#type == "bind" {
+            out.push(m.source.clone());
+            continue;
+        }
+        let mut upper = None;
+        let mut lowers = Vec::new();
+        for o in &m.options {
+            if let Some(u) = o.strip_prefix("upperdir=") {
+                upper = Some(u.to_string());
+            } else if let Some(l) = o.strip_prefix("lowerdir=") {
+                lowers.extend(l.split(':').map(String::from));
+            }
+        }
+        out.extend(upper);
+        out.extend(lowers);
+    }
+    out
+}
+
+/// Resolves `user` ("", "name", "uid", "name:group", "uid:gid") against the
+/// image's /etc/passwd and /etc/group, like Docker.
+pub fn resolve_user(user: &str, layer_dirs: &[String]) -> Result<Identity> {
+    let passwd = read_image_file(layer_dirs, "etc/passwd").unwrap_or_default();
+    let group = read_image_file(layer_dirs, "etc/group").unwrap_or_default();
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let u = if u.is_empty() { "0" } else { u };
+    let entries: Vec<Vec<&str>> = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 7)
+        .collect();
+    let by_name = entries.iter().find(|f| f[0] == u);
+    let (uid, mut gid, home, name) = if let Ok(n) = u.parse::<u32>() {
+        let e = entries.iter().find(|f| f[2].parse::<u32>().ok() == Some(n));
+        (
+            n,
+            e.and_then(|f| f[3].parse().ok()).unwrap_or(0),
+            e.map(|f| f[5].to_string()),
+            e.map(|f| f[0].to_string()),
+        )
+    } else if let Some(f) = by_name {
+        (
+            f[2].parse().map_err(|_| Error::InvalidArgument(format!("bad uid for user {u} in /etc/passwd")))?,
+            f[3].parse().unwrap_or(0),
+            Some(f[5].to_string()),
+            Some(u.to_string()),
+        )
+    } else {
+        return Err(Error::InvalidArgument(format!(
+            "unable to find user {u}: no matching entries in passwd file"
+        )));
+    };
+    let groups: Vec<Vec<&str>> = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4)
+        .collect();
+    if let Some(g) = g.filter(|g| !g.is_empty()) {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => groups
+                .iter()
+                .find(|f| f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!("unable to find group {g}: no matching entries in group file"))
+                })?,
+        };
+    }
+    let mut additional_gids = Vec::new();
+    if let Some(name) = &name {
+        for f in &groups {
+            if f[3].split(',').any(|m| m == name) {
+                if let Ok(id) = f[2].parse::<u32>() {
+                    if id != gid && !additional_gids.contains(&id) {
+                        additional_gids.push(id);
+                    }
+                }
+            }
+        }
+    }
+    let home = home.unwrap_or_else(|| if uid == 0 { "/root".into() } else { "/".into() });
+    Ok(Identity {
+        uid,
+        gid,
+        additional_gids,
+        home,
+    })
+}
+
+/// Builds config.json for the container.
+pub fn build(rec: &ContainerRecord, identity: &Identity, netns: Option<&str>) -> Value {
+    let mut env = rec.config.env.clone();
+    let has = |env: &[String], k: &str| env.iter().any(|e| e.split_once('=').map_or(e.as_str(), |(a, _)| a) == k);
+    if !has(&env, "HOSTNAME") {
+        env.push(format!("HOSTNAME={}", rec.config.hostname));
+    }
+    if !has(&env, "HOME") {
+        env.push(format!("HOME={}", identity.home));
+    }
+    let mut args = vec![rec.path.clone()];
+    args.extend(rec.args.iter().cloned());
+    let cwd = if rec.config.working_dir.is_empty() { "/".to_string() } else { rec.config.working_dir.clone() };
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    match netns {
+        Some(p) if !p.is_empty() => namespaces.push(json!({"type": "network", "path": p})),
+        Some(_) => {} // host network
+        None => namespaces.push(json!({"type": "network"})),
+    }
+    let dir = &rec.dir;
+    let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": identity.uid, "gid": identity.gid, "additionalGids": identity.additional_gids},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}],
+            "noNewPrivileges": false,
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": rec.config.hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/etc/resolv.conf", "type": "bind", "source": format!("{dir}/resolv.conf"), "options": ["rbind", "rprivate"]},
+            {"destination": "/etc/hostname", "type": "bind", "source": format!("{dir}/hostname"), "options": ["rbind", "rprivate"]},
+            {"destination": "/etc/hosts", "type": "bind", "source": format!("{dir}/hosts"), "options": ["rbind", "rprivate"]},
+        ],
+        "linux": {
+            "namespaces": namespaces,
+            "cgroupsPath": format!("/berth/{}/{}", rec.namespace, rec.id),
+            "resources": {
+                "devices": [
+                    {"allow": false, "access": "rwm"},
+                    {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+                    {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+                    {"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
+                    {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
+                    {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
+                    {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
+                    {"allow": true, "type": "c", "major": 5, "minor": 1, "access": "rwm"},
+                    {"allow": true, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
+                    {"allow": true, "type": "c", "major": 136, "access": "rwm"},
+                ],
+            },
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image_with(passwd: &str, group: &str) -> (std::path::PathBuf, Vec<String>) {
+        let d = std::env::temp_dir().join(format!("berth-spec-{}-{}", std::process::id(), crate::container::new_id()));
+        std::fs::create_dir_all(d.join("etc")).unwrap();
+        std::fs::write(d.join("etc/passwd"), passwd).unwrap();
+        std::fs::write(d.join("etc/group"), group).unwrap();
+        let dirs = vec![d.to_string_lossy().into_owned()];
+        (d, dirs)
+    }
+
+    #[test]
+    fn users() {
+        let (d, dirs) = image_with(
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\napp:x:1000:1000::/app:/bin/sh\n",
+            "root:x:0:\nnogroup:x:65534:\nstaff:x:50:app\napp:x:1000:\n",
+        );
+        assert_eq!(resolve_user("", &dirs).unwrap().uid, 0);
+        assert_eq!(resolve_user("", &dirs).unwrap().home, "/root");
+        let app = resolve_user("app", &dirs).unwrap();
+        assert_eq!((app.uid, app.gid, app.home.as_str()), (1000, 1000, "/app"));
+        assert_eq!(app.additional_gids, vec![50]);
+        let n = resolve_user("1234:5678", &dirs).unwrap();
+        assert_eq!((n.uid, n.gid), (1234, 5678));
+        assert_eq!(resolve_user("nobody:staff", &dirs).unwrap().gid, 50);
+        assert!(resolve_user("ghost", &dirs).unwrap_err().to_string().contains("unable to find user ghost"));
+        assert!(resolve_user("app:ghost", &dirs).is_err());
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn symlinked_passwd_is_not_followed() {
+        let d = std::env::temp_dir().join(format!("berth-spec-link-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink("/etc", d.join("etc")).unwrap();
+        let dirs = vec![d.to_string_lossy().into_owned()];
+        // root exists on the host, but the image's /etc is a symlink out.
+        assert!(resolve_user("root", &dirs).is_err());
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

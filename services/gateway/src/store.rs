@@ -1,0 +1,88 @@
+//! The gateway's own records (containers, image sizes) in redb.
+
+use std::path::Path;
+
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+
+use crate::container::ContainerRecord;
+use crate::error::{Error, Result};
+
+const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+const IMAGE_SIZES: TableDefinition<&str, u64> = TableDefinition::new("image_sizes");
+
+/// Crash-safe store of container records.
+pub struct Store {
+    db: Database,
+}
+
+fn key(ns: &str, id: &str) -> String {
+    format!("{ns}/{id}")
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        let db = Database::create(dir.join("metadata.redb"))?;
+        let tx = db.begin_write()?;
+        tx.open_table(CONTAINERS)?;
+        tx.open_table(IMAGE_SIZES)?;
+        tx.commit()?;
+        Ok(Store { db })
+    }
+
+    pub fn load_containers(&self) -> Result<Vec<ContainerRecord>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(CONTAINERS)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            match serde_json::from_slice(v.value()) {
+                Ok(rec) => out.push(rec),
+                Err(e) => tracing::warn!("skipping unreadable container record {}: {e}", k.value()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a record. `durable` forces it to disk before returning;
+    /// otherwise it is made durable by the next durable commit.
+    pub fn put(&self, rec: &ContainerRecord, durable: bool) -> Result<()> {
+        let data = serde_json::to_vec(rec).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut tx = self.db.begin_write()?;
+        if !durable {
+            tx.set_durability(Durability::None);
+        }
+        {
+            let mut table = tx.open_table(CONTAINERS)?;
+            table.insert(key(&rec.namespace, &rec.id).as_str(), data.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn delete(&self, ns: &str, id: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(CONTAINERS)?;
+            table.remove(key(ns, id).as_str())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn put_image_size(&self, image_id: &str, size: u64) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(IMAGE_SIZES)?;
+            table.insert(image_id, size)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn image_size(&self, image_id: &str) -> Result<Option<u64>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(IMAGE_SIZES)?;
+        Ok(table.get(image_id)?.map(|v| v.value()))
+    }
+}
