@@ -1,1 +1,327 @@
-//! placeholder
+//! Harness for berth's end-to-end tests: start a whole stack (all-in-one or
+//! split) in temp directories, drive it with the real `berth` CLI, and clean
+//! up every process, mount and cgroup afterwards, also when a test fails.
+
+pub mod fixtures;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Whether the tests run as root (they need it for namespaces and mounts).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Skips the calling test (returns) with a message when not root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!("skipped: this test needs root");
+            return;
+        }
+    };
+}
+
+/// Where cargo put the binaries: the directory above the test's deps/ dir.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("BERTH_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("deps dir");
+    if deps.ends_with("deps") {
+        deps.parent().expect("target dir").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique name for this test process and call.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// How to run the services.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    AllInOne,
+    Split,
+}
+
+/// The result of one CLI call.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(self) -> String {
+        assert_eq!(self.code, 0, "command failed: {self:?}");
+        self.stdout
+    }
+}
+
+/// A running berth stack in its own temp directories.
+pub struct Stack {
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub mode: Mode,
+    daemons: Vec<Child>,
+}
+
+impl Stack {
+    /// Starts a stack and waits until the gateway answers.
+    pub fn start(mode: Mode) -> Stack {
+        let dir = PathBuf::from("/tmp").join(unique("berth-it"));
+        let root = dir.join("root");
+        let state = dir.join("state");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        let mut stack = Stack {
+            dir,
+            root,
+            state,
+            mode,
+            daemons: Vec::new(),
+        };
+        match mode {
+            Mode::AllInOne => stack.spawn_daemon(&[]),
+            Mode::Split => {
+                for svc in ["content", "snapshots", "tasks", "network"] {
+                    stack.spawn_daemon(&[svc]);
+                }
+                stack.spawn_daemon(&["gateway"]);
+            }
+        }
+        stack.wait_ready();
+        stack
+    }
+
+    fn log_path(&self, n: usize) -> PathBuf {
+        self.dir.join(format!("berthd-{n}.log"))
+    }
+
+    fn spawn_daemon(&mut self, args: &[&str]) {
+        let log = std::fs::File::create(self.log_path(self.daemons.len())).unwrap();
+        let child = Command::new(bin_dir().join("berthd"))
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--state")
+            .arg(&self.state)
+            .args(args)
+            .env("BERTH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start berthd (build it first: cargo build)");
+        self.daemons.push(child);
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.state.join("berth.sock").exists() && self.berth(&["version"]).code == 0 {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("berth stack did not come up; logs:\n{}", self.daemon_logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the daemons printed.
+    pub fn daemon_logs(&self) -> String {
+        (0..self.daemons.len().max(1))
+            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+
+    /// The gateway address for -H.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.state.join("berth.sock").display())
+    }
+
+    /// A `berth` command aimed at this stack.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin_dir().join("berth"));
+        c.arg("-H").arg(self.host());
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `berth ARGS...`.
+    pub fn berth(&self, args: &[&str]) -> Run {
+        self.cmd().args(args).output().expect("run berth").into()
+    }
+
+    /// Runs `berth ARGS...` with `input` on stdin.
+    pub fn berth_stdin(&self, args: &[&str], input: &[u8]) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run berth");
+        let mut stdin = child.stdin.take().unwrap();
+        let data = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("wait berth");
+        let _ = writer.join();
+        out.into()
+    }
+
+    /// Imports the busybox fixture as `name`.
+    pub fn import_busybox(&self, name: &str) -> String {
+        let tar = fixtures::busybox_tar_in(&self.dir);
+        let r = self.berth(&["image", "import", tar.to_str().unwrap(), name]);
+        assert_eq!(r.code, 0, "import failed: {r:?}\n{}", self.daemon_logs());
+        r.stdout.trim().to_string()
+    }
+
+    /// `berth run --rm IMAGE ARGS...`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        self.berth(&a)
+    }
+
+    fn container_ids(&self) -> Vec<String> {
+        let r = self.berth(&["ps", "-aq", "--no-trunc"]);
+        r.stdout.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+    }
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &Path) -> Vec<i32> {
+    let needle = needle.as_os_str().as_encoded_bytes();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if cmd.windows(needle.len()).any(|w| w == needle) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Kills what is left in the cgroups of the given containers and removes
+/// the cgroups.
+fn remove_cgroups(ids: &[String]) {
+    let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let bases: Vec<PathBuf> = ctrls.flatten().map(|e| e.path()).chain([PathBuf::from("/sys/fs/cgroup")]).collect();
+    for base in &bases {
+        let berth = base.join("berth");
+        let Ok(nss) = std::fs::read_dir(&berth) else { continue };
+        for ns in nss.flatten() {
+            for id in ids {
+                let cg = ns.path().join(id);
+                if !cg.is_dir() {
+                    continue;
+                }
+                if let Ok(procs) = std::fs::read_to_string(cg.join("cgroup.procs")) {
+                    for p in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
+                for _ in 0..50 {
+                    if std::fs::remove_dir(&cg).is_ok() || !cg.exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+/// Unmounts everything under `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(|s| s.replace("\\040", " ")))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let ids = self.container_ids();
+        for id in &ids {
+            let _ = self.berth(&["rm", "-f", id]);
+        }
+        for d in &mut self.daemons {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+        for d in &mut self.daemons {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match d.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if Instant::now() > deadline => {
+                        let _ = d.kill();
+                        let _ = d.wait();
+                        break;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
+        // Shims (and anything else) still running for this stack.
+        for pid in processes_mentioning(&self.dir) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        remove_cgroups(&ids);
+        unmount_under(&self.dir);
+        if std::thread::panicking() {
+            eprintln!("daemon logs of the failed test:\n{}", self.daemon_logs());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
