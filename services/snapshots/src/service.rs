@@ -1,0 +1,583 @@
+//! The `Snapshots` gRPC service.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use berth_proto::content::v1::content_client::ContentClient;
+use berth_proto::content::v1::ReadRequest;
+use berth_proto::snapshots::v1::{
+    snapshots_server::Snapshots, ApplyRequest, ApplyResponse, CommitRequest, ListRequest,
+    ListResponse, MountsRequest, MountsResponse, PrepareRequest, RemoveRequest, SnapshotInfo,
+    StatRequest, UsageResponse,
+};
+use berth_proto::types::v1::{Empty, Mount};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::error::{Error, Result};
+use crate::meta::{Kind, NewSnapshot, Record, Store};
+use crate::unpack;
+
+/// Chunks in flight between the content stream and the unpacker.
+const APPLY_QUEUE: usize = 16;
+
+/// berth-snapshots: overlayfs snapshots with metadata in redb and layer
+/// unpacking from berth-content.
+///
+/// Layout under `<root>/snapshots/`: `metadata.redb` and
+/// `snapshots/<id>/{fs,work}`. The service never mounts anything; it hands
+/// out mount descriptions that the runtime performs.
+#[derive(Clone)]
+pub struct SnapshotsService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    /// `<root>/snapshots/snapshots`
+    dirs: PathBuf,
+    content: ContentClient<Channel>,
+    /// (namespace, key) of snapshots with an Apply running.
+    applying: Mutex<HashSet<(String, String)>>,
+}
+
+impl Inner {
+    fn snap_dir(&self, id: u64) -> PathBuf {
+        self.dirs.join(id.to_string())
+    }
+    fn fs_dir(&self, id: u64) -> PathBuf {
+        self.snap_dir(id).join("fs")
+    }
+    fn work_dir(&self, id: u64) -> PathBuf {
+        self.snap_dir(id).join("work")
+    }
+
+    fn fs_str(&self, id: u64) -> String {
+        self.fs_dir(id).to_string_lossy().into_owned()
+    }
+
+    /// The mounts of snapshot `key`.
+    fn mounts(&self, ns: &str, key: &str) -> Result<Vec<Mount>> {
+        let chain = self.store.chain(ns, key)?;
+        let (_, rec) = &chain[0];
+        let parents: Vec<String> = chain[1..].iter().map(|(_, r)| self.fs_str(r.id)).collect();
+        let bind = |source: String, rw: &str| Mount {
+            r#type: "bind".into(),
+            source,
+            options: vec!["rbind".into(), rw.into()],
+        };
+        Ok(match rec.kind {
+            Kind::Committed => {
+                return Err(Error::Committed {
+                    key: key.to_string(),
+                })
+            }
+            Kind::Active if parents.is_empty() => vec![bind(self.fs_str(rec.id), "rw")],
+            Kind::Active => vec![Mount {
+                r#type: "overlay".into(),
+                source: "overlay".into(),
+                options: vec![
+                    format!("lowerdir={}", parents.join(":")),
+                    format!("upperdir={}", self.fs_str(rec.id)),
+                    format!("workdir={}", self.work_dir(rec.id).to_string_lossy()),
+                ],
+            }],
+            Kind::View if parents.is_empty() => vec![bind(self.fs_str(rec.id), "ro")],
+            Kind::View if parents.len() == 1 => vec![bind(parents[0].clone(), "ro")],
+            Kind::View => vec![Mount {
+                r#type: "overlay".into(),
+                source: "overlay".into(),
+                options: vec![format!("lowerdir={}", parents.join(":"))],
+            }],
+        })
+    }
+
+    /// Makes `<id>/{fs,work}`, replacing a leftover from an aborted create.
+    fn make_dirs(&self, id: u64) -> Result<()> {
+        let dir = self.snap_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing stale {}", dir.display()), e)),
+        }
+        for d in [self.fs_dir(id), self.work_dir(id)] {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+        }
+        Ok(())
+    }
+
+    fn prepare(&self, ns: &str, r: PrepareRequest, kind: Kind) -> Result<Vec<Mount>> {
+        check_key(&r.key)?;
+        let labels: BTreeMap<String, String> = r.labels.into_iter().collect();
+        self.store.create(
+            NewSnapshot {
+                ns,
+                key: &r.key,
+                parent: &r.parent,
+                kind,
+                labels,
+                created_at: berth_common::time::now_unix(),
+            },
+            |id| self.make_dirs(id),
+        )?;
+        self.mounts(ns, &r.key)
+    }
+
+    fn remove(&self, ns: &str, key: &str) -> Result<()> {
+        if self.applying_now(ns, key) {
+            return Err(Error::Busy {
+                key: key.to_string(),
+            });
+        }
+        let rec = self.store.remove(ns, key)?;
+        let dir = self.snap_dir(rec.id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            // The record is gone; the next open() removes the orphan.
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove snapshot dir");
+        }
+        Ok(())
+    }
+
+    fn applying_now(&self, ns: &str, key: &str) -> bool {
+        self.applying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(ns.to_string(), key.to_string()))
+    }
+
+    fn active(&self, ns: &str, key: &str) -> Result<Record> {
+        let rec = self.store.get(ns, key)?.ok_or_else(|| Error::NotFound {
+            key: key.to_string(),
+        })?;
+        if rec.kind != Kind::Active {
+            return Err(Error::NotActive {
+                key: key.to_string(),
+                kind: rec.kind.name(),
+            });
+        }
+        Ok(rec)
+    }
+}
+
+/// Marks an Apply as running until dropped.
+struct ApplyGuard {
+    inner: Arc<Inner>,
+    id: (String, String),
+}
+
+impl ApplyGuard {
+    fn new(inner: &Arc<Inner>, ns: &str, key: &str) -> Result<Self> {
+        let id = (ns.to_string(), key.to_string());
+        let mut set = inner.applying.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(id.clone()) {
+            return Err(Error::Busy {
+                key: key.to_string(),
+            });
+        }
+        Ok(ApplyGuard {
+            inner: inner.clone(),
+            id,
+        })
+    }
+}
+
+impl Drop for ApplyGuard {
+    fn drop(&mut self) {
+        self.inner
+            .applying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidArgument("snapshot key is empty".into()));
+    }
+    Ok(())
+}
+
+fn check_digest(d: &str) -> Result<()> {
+    let ok = d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "layer digest {d:?} is not a sha256:<64 hex> digest"
+        )))
+    }
+}
+
+fn info(key: String, r: Record) -> SnapshotInfo {
+    use berth_proto::snapshots::v1::Kind as K;
+    let kind = match r.kind {
+        Kind::View => K::View,
+        Kind::Active => K::Active,
+        Kind::Committed => K::Committed,
+    };
+    SnapshotInfo {
+        name: key,
+        parent: r.parent,
+        kind: kind as i32,
+        created_at: r.created_at,
+        labels: r.labels.into_iter().collect::<HashMap<_, _>>(),
+    }
+}
+
+/// Disk usage of a tree: bytes allocated (st_blocks * 512) and inodes, each
+/// hard-linked inode counted once; symlinks are not followed.
+pub fn disk_usage(root: &Path) -> io::Result<(u64, u64)> {
+    let mut seen = HashSet::new();
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = std::fs::symlink_metadata(&p)?;
+        if seen.insert((md.dev(), md.ino())) {
+            bytes += md.blocks() * 512;
+            inodes += 1;
+        }
+        if md.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok((bytes, inodes))
+}
+
+/// Removes everything inside `dir` (not `dir` itself) and resets its mode.
+fn wipe(dir: &Path) -> io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            std::fs::remove_dir_all(e.path())?;
+        } else {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+}
+
+/// A blocking reader over the chunks the async side receives.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl SnapshotsService {
+    /// Opens (creating if needed) the snapshotter under `<root>/snapshots/`,
+    /// reading layer blobs through `content`. Snapshot directories that no
+    /// record references (left by a crash during create or remove) are
+    /// deleted.
+    pub fn open(root: &Path, content: ContentClient<Channel>) -> Result<Self, Error> {
+        let base = root.join("snapshots");
+        let dirs = base.join("snapshots");
+        std::fs::create_dir_all(&dirs)
+            .map_err(|e| Error::io(format!("creating {}", dirs.display()), e))?;
+        let store = Store::open(&base.join("metadata.redb"))?;
+        let ids = store.all_ids()?;
+        for e in std::fs::read_dir(&dirs)
+            .map_err(|e| Error::io(format!("reading {}", dirs.display()), e))?
+        {
+            let e = e.map_err(|e| Error::io(format!("reading {}", dirs.display()), e))?;
+            let name = e.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            if !ids.contains(&id) {
+                tracing::info!(dir = %e.path().display(), "removing orphaned snapshot dir");
+                std::fs::remove_dir_all(e.path())
+                    .map_err(|err| Error::io(format!("removing {}", e.path().display()), err))?;
+            }
+        }
+        Ok(SnapshotsService {
+            inner: Arc::new(Inner {
+                store,
+                dirs,
+                content,
+                applying: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// Runs `f` on the blocking pool (redb commits fsync, file trees are
+    /// walked synchronously).
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::Internal(format!("task failed: {e}")))?
+    }
+
+    async fn apply(&self, ns: String, r: ApplyRequest) -> Result<ApplyResponse> {
+        check_key(&r.key)?;
+        let layer = r.layer.ok_or_else(|| {
+            Error::InvalidArgument("apply: the layer descriptor is missing".into())
+        })?;
+        check_digest(&layer.digest)?;
+        let key = r.key;
+        let (rec, lowers) = {
+            let (ns, key) = (ns.clone(), key.clone());
+            self.blocking(move |i| {
+                let rec = i.active(&ns, &key)?;
+                let lowers: Vec<PathBuf> = i
+                    .store
+                    .chain(&ns, &key)?
+                    .iter()
+                    .skip(1)
+                    .map(|(_, r)| i.fs_dir(r.id))
+                    .collect();
+                Ok((rec, lowers))
+            })
+            .await?
+        };
+        let _guard = ApplyGuard::new(&self.inner, &ns, &key)?;
+        let fs = self.inner.fs_dir(rec.id);
+
+        let mut client = self.inner.content.clone();
+        let mut stream = client
+            .read(berth_common::request(
+                &ns,
+                ReadRequest {
+                    digest: layer.digest.clone(),
+                    offset: 0,
+                    size: 0,
+                },
+            ))
+            .await
+            .map_err(|status| Error::Content {
+                digest: layer.digest.clone(),
+                status,
+            })?
+            .into_inner();
+
+        let (tx, rx) = mpsc::channel(APPLY_QUEUE);
+        let fs2 = fs.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let reader = ChannelReader {
+                rx,
+                buf: Vec::new(),
+                pos: 0,
+            };
+            unpack::unpack(reader, &fs2, &lowers)
+        });
+        let mut stream_err = None;
+        loop {
+            match stream.message().await {
+                Ok(Some(m)) => {
+                    if tx.send(Ok(m.data)).await.is_err() {
+                        break; // the unpacker stopped; its error says why
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    let _ = tx
+                        .send(Err(io::Error::other("berth-content stream failed")))
+                        .await;
+                    stream_err = Some(status);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let joined = task.await;
+        let outcome = match (stream_err, joined) {
+            (Some(status), _) => Err(Error::Content {
+                digest: layer.digest.clone(),
+                status,
+            }),
+            (None, Err(e)) => Err(Error::Internal(format!("unpack task failed: {e}"))),
+            (None, Ok(Err(e))) => Err(e),
+            (None, Ok(Ok(u))) if u.compressed_digest != layer.digest => {
+                Err(Error::DigestMismatch {
+                    expected: layer.digest.clone(),
+                    actual: u.compressed_digest,
+                })
+            }
+            (None, Ok(Ok(u))) if layer.size > 0 && u.compressed_size != layer.size as u64 => {
+                Err(Error::InvalidArgument(format!(
+                    "layer {} is {} bytes, the descriptor says {}",
+                    layer.digest, u.compressed_size, layer.size
+                )))
+            }
+            (None, Ok(Ok(u))) => Ok(ApplyResponse {
+                diff_id: u.diff_id,
+                size: u.size as i64,
+            }),
+        };
+        if let Ok(r) = &outcome {
+            tracing::info!(ns = %ns, key = %key, layer = %layer.digest, diff_id = %r.diff_id, "applied layer");
+        }
+        if let Err(e) = &outcome {
+            tracing::warn!(key = %key, layer = %layer.digest, error = %e, "apply failed; wiping the snapshot");
+            let fs3 = fs.clone();
+            match tokio::task::spawn_blocking(move || wipe(&fs3)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::error!(dir = %fs.display(), error = %err, "cannot wipe snapshot")
+                }
+                Err(err) => tracing::error!(error = %err, "wipe task failed"),
+            }
+        }
+        outcome
+    }
+}
+
+fn ns_of<T>(req: &Request<T>) -> Result<String, Status> {
+    berth_common::namespace_of(req)
+}
+
+#[tonic::async_trait]
+impl Snapshots for SnapshotsService {
+    async fn prepare(
+        &self,
+        request: Request<PrepareRequest>,
+    ) -> Result<Response<MountsResponse>, Status> {
+        let ns = ns_of(&request)?;
+        let r = request.into_inner();
+        let mounts = self
+            .blocking(move |i| i.prepare(&ns, r, Kind::Active))
+            .await?;
+        Ok(Response::new(MountsResponse { mounts }))
+    }
+
+    async fn view(
+        &self,
+        request: Request<PrepareRequest>,
+    ) -> Result<Response<MountsResponse>, Status> {
+        let ns = ns_of(&request)?;
+        let r = request.into_inner();
+        let mounts = self
+            .blocking(move |i| i.prepare(&ns, r, Kind::View))
+            .await?;
+        Ok(Response::new(MountsResponse { mounts }))
+    }
+
+    async fn mounts(
+        &self,
+        request: Request<MountsRequest>,
+    ) -> Result<Response<MountsResponse>, Status> {
+        let ns = ns_of(&request)?;
+        let key = request.into_inner().key;
+        let mounts = self.blocking(move |i| i.mounts(&ns, &key)).await?;
+        Ok(Response::new(MountsResponse { mounts }))
+    }
+
+    async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<Empty>, Status> {
+        let ns = ns_of(&request)?;
+        let r = request.into_inner();
+        self.blocking(move |i| {
+            check_key(&r.name)?;
+            if i.applying_now(&ns, &r.key) {
+                return Err(Error::Busy { key: r.key });
+            }
+            let labels = r.labels.into_iter().collect();
+            i.store
+                .commit(&ns, &r.name, &r.key, labels, berth_common::time::now_unix())
+        })
+        .await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<Empty>, Status> {
+        let ns = ns_of(&request)?;
+        let key = request.into_inner().key;
+        self.blocking(move |i| i.remove(&ns, &key)).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn stat(&self, request: Request<StatRequest>) -> Result<Response<SnapshotInfo>, Status> {
+        let ns = ns_of(&request)?;
+        let key = request.into_inner().key;
+        let info = self
+            .blocking(move |i| {
+                let rec = i
+                    .store
+                    .get(&ns, &key)?
+                    .ok_or_else(|| Error::NotFound { key: key.clone() })?;
+                Ok(info(key, rec))
+            })
+            .await?;
+        Ok(Response::new(info))
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let ns = ns_of(&request)?;
+        let snapshots = self
+            .blocking(move |i| {
+                Ok(i.store
+                    .list(&ns)?
+                    .into_iter()
+                    .map(|(k, r)| info(k, r))
+                    .collect())
+            })
+            .await?;
+        Ok(Response::new(ListResponse { snapshots }))
+    }
+
+    async fn usage(
+        &self,
+        request: Request<StatRequest>,
+    ) -> Result<Response<UsageResponse>, Status> {
+        let ns = ns_of(&request)?;
+        let key = request.into_inner().key;
+        let (size, inodes) = self
+            .blocking(move |i| {
+                let rec = i
+                    .store
+                    .get(&ns, &key)?
+                    .ok_or_else(|| Error::NotFound { key: key.clone() })?;
+                let fs = i.fs_dir(rec.id);
+                disk_usage(&fs).map_err(|e| Error::io(format!("usage of {key:?}"), e))
+            })
+            .await?;
+        Ok(Response::new(UsageResponse {
+            size: size as i64,
+            inodes: inodes as i64,
+        }))
+    }
+
+    async fn apply(
+        &self,
+        request: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, Status> {
+        let ns = ns_of(&request)?;
+        let resp = SnapshotsService::apply(self, ns, request.into_inner()).await?;
+        Ok(Response::new(resp))
+    }
+}
