@@ -98,6 +98,7 @@ fn shutdown_signal(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> {
 
 macro_rules! serve {
     ($svc:expr, $path:expr, $rx:expr) => {{
+        let svc = $svc;
         let path: PathBuf = $path;
         let incoming = unix_incoming(&path).with_context(|| format!("listen on {}", path.display()))?;
         info!(socket = %path.display(), "serving");
@@ -105,7 +106,7 @@ macro_rules! serve {
         tokio::spawn(async move {
             Server::builder()
                 .trace_fn(rpc_span)
-                .add_service($svc)
+                .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, shutdown_signal(rx))
                 .await
         })

@@ -12,7 +12,7 @@ pub const EXIT_NOT_FOUND: i32 = 127;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A system call or file operation failed; `what` names the step and path.
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", os_message(source))]
     Os {
         what: String,
         #[source]
@@ -69,6 +69,15 @@ impl Error {
     }
 }
 
+/// `strerror`-like text without Rust's " (os error N)" suffix.
+fn os_message(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if e.raw_os_error().is_some() => s[..i].to_string(),
+        _ => s,
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Adds `.ctx("step")` to results carrying an `io::Error` or `Errno`.
@@ -92,5 +101,22 @@ impl<T> Context<T> for std::result::Result<T, nix::errno::Errno> {
     }
     fn with_ctx<S: Into<String>, F: FnOnce() -> S>(self, f: F) -> Result<T> {
         self.map_err(|e| Error::errno(f(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_step_without_rust_noise() {
+        let e = Error::os(
+            "mount proc on /proc",
+            io::Error::from_raw_os_error(libc::ENODEV),
+        );
+        assert_eq!(e.to_string(), "mount proc on /proc: No such device");
+        assert_eq!(e.exit_code(), EXIT_SETUP_FAILED);
+        let e = Error::os("x", io::Error::other("custom"));
+        assert_eq!(e.to_string(), "x: custom");
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub const MAX_MOUNT_DATA: usize = 4095;
 
 /// Parsed mount options: flags, propagation flags and the data string.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
     pub flags: MsFlags,
     pub propagation: MsFlags,
@@ -22,7 +22,11 @@ pub struct MountOptions {
 
 /// Split OCI/fstab style options into mount flags and data.
 pub fn parse_options(options: &[String]) -> MountOptions {
-    let mut o = MountOptions::default();
+    let mut o = MountOptions {
+        flags: MsFlags::empty(),
+        propagation: MsFlags::empty(),
+        data: Vec::new(),
+    };
     for opt in options {
         let (set, clear, prop) = match opt.as_str() {
             "defaults" => (MsFlags::empty(), MsFlags::empty(), MsFlags::empty()),
@@ -49,13 +53,29 @@ pub fn parse_options(options: &[String]) -> MountOptions {
             "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty(), MsFlags::empty()),
             "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME, MsFlags::empty()),
             "bind" => (MsFlags::MS_BIND, MsFlags::empty(), MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty(), MsFlags::empty()),
+            "rbind" => (
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                MsFlags::empty(),
+                MsFlags::empty(),
+            ),
             "private" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE),
-            "rprivate" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+            "rprivate" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+            ),
             "shared" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SHARED),
-            "rshared" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SHARED | MsFlags::MS_REC),
+            "rshared" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                MsFlags::MS_SHARED | MsFlags::MS_REC,
+            ),
             "slave" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SLAVE),
-            "rslave" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SLAVE | MsFlags::MS_REC),
+            "rslave" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            ),
             "unbindable" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_UNBINDABLE),
             "runbindable" => (
                 MsFlags::empty(),
@@ -161,7 +181,11 @@ impl Drop for CwdGuard {
 fn mount_overlay(m: &RootfsMount, target: &Path) -> Result<()> {
     let opts = parse_options(&m.options);
     let joined = opts.data.join(",");
-    let source = if m.source.is_empty() { "overlay" } else { m.source.as_str() };
+    let source = if m.source.is_empty() {
+        "overlay"
+    } else {
+        m.source.as_str()
+    };
     if joined.len() <= MAX_MOUNT_DATA {
         return do_mount(source, target, Some("overlay"), opts.flags, Some(&joined));
     }
@@ -186,7 +210,12 @@ fn mount_overlay(m: &RootfsMount, target: &Path) -> Result<()> {
     let dot = path_cstring(Path::new("."))?;
     // SAFETY: valid C string.
     let cwd = cvt(
-        unsafe { libc::open(dot.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) },
+        unsafe {
+            libc::open(
+                dot.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        },
         || "open current directory".into(),
     )?;
     // SAFETY: fresh fd.
@@ -298,8 +327,14 @@ pub fn mount_spec_mount(root: &Root, m: &oci_spec::runtime::Mount) -> Result<()>
 
     if is_bind {
         let bind = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-        mount(Some(source.as_str()), &target, None::<&str>, bind, None::<&str>)
-            .with_ctx(|| format!("bind mount {source} on {}", dest.display()))?;
+        mount(
+            Some(source.as_str()),
+            &target,
+            None::<&str>,
+            bind,
+            None::<&str>,
+        )
+        .with_ctx(|| format!("bind mount {source} on {}", dest.display()))?;
         let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
             // Re-resolve: the fd still names the old (covered) inode.
@@ -317,17 +352,37 @@ pub fn mount_spec_mount(root: &Root, m: &oci_spec::runtime::Mount) -> Result<()>
         }
     } else {
         let data = opts.data.join(",");
-        let data = if data.is_empty() { None } else { Some(data.as_str()) };
-        let fstype = if typ == "cgroup" { "cgroup2" } else { typ.as_str() };
-        mount(Some(source.as_str()), &target, Some(fstype), opts.flags, data)
-            .with_ctx(|| what("mount"))?;
+        let data = if data.is_empty() {
+            None
+        } else {
+            Some(data.as_str())
+        };
+        let fstype = if typ == "cgroup" {
+            "cgroup2"
+        } else {
+            typ.as_str()
+        };
+        mount(
+            Some(source.as_str()),
+            &target,
+            Some(fstype),
+            opts.flags,
+            data,
+        )
+        .with_ctx(|| what("mount"))?;
     }
     if !opts.propagation.is_empty() {
         let fd = root
             .open_in_root(dest, libc::O_PATH)
             .with_ctx(|| format!("open {} after mount", dest.display()))?;
-        mount(None::<&str>, &fd_path(&fd), None::<&str>, opts.propagation, None::<&str>)
-            .with_ctx(|| what("set propagation of"))?;
+        mount(
+            None::<&str>,
+            &fd_path(&fd),
+            None::<&str>,
+            opts.propagation,
+            None::<&str>,
+        )
+        .with_ctx(|| what("set propagation of"))?;
     }
     Ok(())
 }
@@ -419,8 +474,17 @@ mod tests {
 
     #[test]
     fn parses_flags_and_data() {
-        let o = parse_options(&s(&["nosuid", "noexec", "nodev", "ro", "mode=755", "size=65536k"]));
-        assert!(o.flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV | MsFlags::MS_RDONLY));
+        let o = parse_options(&s(&[
+            "nosuid",
+            "noexec",
+            "nodev",
+            "ro",
+            "mode=755",
+            "size=65536k",
+        ]));
+        assert!(o.flags.contains(
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV | MsFlags::MS_RDONLY
+        ));
         assert_eq!(o.data, s(&["mode=755", "size=65536k"]));
         let o = parse_options(&s(&["rbind", "rprivate", "ro", "rw"]));
         assert!(o.flags.contains(MsFlags::MS_BIND | MsFlags::MS_REC));
@@ -447,6 +511,75 @@ mod tests {
             "lowerdir=1/fs:22/fs,upperdir=3/fs,workdir=3/work,index=off"
         );
         assert_eq!(overlay_paths(&data).len(), 4);
-        assert_eq!(common_parent(&[PathBuf::from("/a/b"), PathBuf::from("/c/d")]), PathBuf::from("/"));
+        assert_eq!(
+            common_parent(&[PathBuf::from("/a/b"), PathBuf::from("/c/d")]),
+            PathBuf::from("/")
+        );
+    }
+
+    struct Cleanup {
+        dir: PathBuf,
+        target: PathBuf,
+    }
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = umount2(&self.target, MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn root_long_overlay_options_are_mounted_relative() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "berth-rt-ovl-{}/a-long-directory-name-for-the-snapshots-of-this-test",
+            std::process::id()
+        ));
+        let guard = Cleanup {
+            dir: dir.parent().unwrap().to_path_buf(),
+            target: dir.join("merged"),
+        };
+        let mut lowers = Vec::new();
+        for i in 0..160 {
+            let d = dir.join(format!("{i:05}")).join("fs");
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(format!("layer{i}")), format!("{i}")).unwrap();
+            lowers.push(d.display().to_string());
+        }
+        std::fs::write(dir.join("00000/fs/shadow"), "top").unwrap();
+        std::fs::write(dir.join("00159/fs/shadow"), "bottom").unwrap();
+        for d in ["up/fs", "up/work", "merged"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let options = vec![
+            format!("lowerdir={}", lowers.join(":")),
+            format!("upperdir={}", dir.join("up/fs").display()),
+            format!("workdir={}", dir.join("up/work").display()),
+        ];
+        assert!(options.join(",").len() > 2 * 4096);
+        let m = RootfsMount {
+            typ: "overlay".into(),
+            source: "overlay".into(),
+            options,
+        };
+        let cwd_before = std::env::current_dir().unwrap();
+        mount_overlay_or_bind(&[m], &guard.target).unwrap();
+        assert_eq!(std::env::current_dir().unwrap(), cwd_before);
+        let merged = &guard.target;
+        assert_eq!(std::fs::read_to_string(merged.join("layer0")).unwrap(), "0");
+        assert_eq!(
+            std::fs::read_to_string(merged.join("layer159")).unwrap(),
+            "159"
+        );
+        assert_eq!(
+            std::fs::read_to_string(merged.join("shadow")).unwrap(),
+            "top"
+        );
+        std::fs::write(merged.join("new"), "x").unwrap();
+        assert!(dir.join("up/fs/new").exists());
     }
 }

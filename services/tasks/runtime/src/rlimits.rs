@@ -92,6 +92,9 @@ mod tests {
 
     #[test]
     fn maps_nofile() {
-        assert_eq!(resource_of(PosixRlimitType::RlimitNofile), libc::RLIMIT_NOFILE);
+        assert_eq!(
+            resource_of(PosixRlimitType::RlimitNofile),
+            libc::RLIMIT_NOFILE
+        );
     }
 }

@@ -75,8 +75,7 @@ impl Root {
         } else {
             rel
         };
-        let c = path_cstring(&rel)
-            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let c = path_cstring(&rel).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         let how = OpenHow {
             flags: (flags | libc::O_CLOEXEC) as u64,
             mode: 0,
@@ -103,6 +102,16 @@ impl Root {
     /// directories and the last component as `kind`), and return an O_PATH
     /// fd to it. Every step is resolved inside the root.
     pub fn ensure(&self, path: &Path, kind: Kind, mode: u32) -> Result<OwnedFd> {
+        self.ensure_depth(path, kind, mode, 0)
+    }
+
+    fn ensure_depth(&self, path: &Path, kind: Kind, mode: u32, depth: u32) -> Result<OwnedFd> {
+        if depth > 40 {
+            return Err(Error::os(
+                format!("resolve {} in {}", path.display(), self.path.display()),
+                std::io::Error::from_raw_os_error(libc::ELOOP),
+            ));
+        }
         let comps = components(path);
         let mut prefix = PathBuf::new();
         for (i, comp) in comps.iter().enumerate() {
@@ -136,7 +145,11 @@ impl Root {
             let ret = match want {
                 // SAFETY: valid fd and C string.
                 Kind::Dir => unsafe {
-                    libc::mkdirat(pfd.as_raw_fd(), name.as_ptr(), if last { mode } else { 0o755 })
+                    libc::mkdirat(
+                        pfd.as_raw_fd(),
+                        name.as_ptr(),
+                        if last { mode } else { 0o755 },
+                    )
                 },
                 Kind::File => {
                     // SAFETY: valid fd and C string.
@@ -144,7 +157,11 @@ impl Root {
                         libc::openat(
                             pfd.as_raw_fd(),
                             name.as_ptr(),
-                            libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_WRONLY,
+                            libc::O_CREAT
+                                | libc::O_EXCL
+                                | libc::O_NOFOLLOW
+                                | libc::O_CLOEXEC
+                                | libc::O_WRONLY,
                             mode,
                         )
                     };
@@ -164,6 +181,19 @@ impl Root {
                         format!("create {} in {}", prefix.display(), self.path.display()),
                         e,
                     ));
+                }
+                // A dangling symlink: create what it points to, still inside
+                // the root, then continue with the rest of the path.
+                if let Ok(target) = nix::fcntl::readlinkat(&pfd, comp.as_path()) {
+                    let mut next = if Path::new(&target).is_absolute() {
+                        PathBuf::from(&target)
+                    } else {
+                        parent.join(&target)
+                    };
+                    for rest in &comps[i + 1..] {
+                        next.push(rest);
+                    }
+                    return self.ensure_depth(&next, kind, mode, depth + 1);
                 }
             }
             let fd = self
@@ -220,7 +250,9 @@ mod tests {
         let fd = r.ensure(Path::new("evil2/y"), Kind::File, 0o644).unwrap();
         assert!(real(&fd).starts_with(&root));
         assert!(!outside.join("y").exists());
-        let fd = r.ensure(Path::new("/../../etc/z"), Kind::Dir, 0o755).unwrap();
+        let fd = r
+            .ensure(Path::new("/../../etc/z"), Kind::Dir, 0o755)
+            .unwrap();
         assert_eq!(real(&fd), root.join("etc/z"));
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -229,7 +261,12 @@ mod tests {
     fn components_drop_root_and_dot() {
         assert_eq!(
             components(Path::new("/a/./b/../c")),
-            vec![PathBuf::from("a"), PathBuf::from("b"), PathBuf::from(".."), PathBuf::from("c")]
+            vec![
+                PathBuf::from("a"),
+                PathBuf::from("b"),
+                PathBuf::from(".."),
+                PathBuf::from("c")
+            ]
         );
         assert!(components(Path::new("/")).is_empty());
     }

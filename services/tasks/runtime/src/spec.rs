@@ -118,7 +118,10 @@ mod tests {
         )
         .unwrap();
         let b = Bundle::load(&dir).unwrap();
-        assert_eq!(b.rootfs(), std::fs::canonicalize(&dir).unwrap().join("rootfs"));
+        assert_eq!(
+            b.rootfs(),
+            std::fs::canonicalize(&dir).unwrap().join("rootfs")
+        );
         assert_eq!(b.rootfs_mounts[0].source, "/x");
         std::fs::write(dir.join("config.json"), b"{\"ociVersion\":\"1.0.2\"}").unwrap();
         assert!(matches!(Bundle::load(&dir), Err(Error::Spec(_))));

@@ -36,9 +36,10 @@ pub fn path_cstring(p: &Path) -> Result<CString> {
 pub fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds is a valid array of two ints.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, || {
-        "pipe2".to_string()
-    })?;
+    cvt(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
+        || "pipe2".to_string(),
+    )?;
     // SAFETY: pipe2 returned two fresh fds we now own.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
