@@ -30,8 +30,21 @@ fn run_output_and_exit_codes() {
     // Found but not executable: 126.
     let r = s.run(&["busybox", "/etc/passwd"]);
     assert_eq!(r.code, 126, "{r:?}");
-    // Killed by a signal: 128+N.
-    assert_eq!(s.run(&["busybox", "sh", "-c", "kill -9 $$"]).code, 137);
+    // Killed by a signal: 128+N, passed through a foreground run.
+    let fg = s
+        .cmd()
+        .args(["run", "--rm", "--name", "fg", "busybox", "sleep", "1000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !s.berth(&["ps", "-q", "--no-trunc"]).stdout.contains(char::is_alphanumeric) {
+        assert!(std::time::Instant::now() < deadline, "the container never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    s.berth(&["kill", "fg"]).ok();
+    assert_eq!(fg.wait_with_output().unwrap().status.code(), Some(137));
     // --rm left nothing behind.
     assert_eq!(s.berth(&["ps", "-aq"]).ok().trim(), "");
 }
@@ -107,11 +120,11 @@ fn containers_are_isolated_from_each_other_and_the_image() {
     require_root!();
     let s = stack_with_busybox();
     let script = "cat /etc/marker 2>/dev/null; echo mine > /etc/marker";
-    assert_eq!(s.berth(&["run", "--name", "a", "busybox", "sh", "-c", script]).ok(), "");
+    assert_eq!(s.berth(&["run", "--name", "first", "busybox", "sh", "-c", script]).ok(), "");
     let r = s.run(&["busybox", "cat", "/etc/marker"]);
     assert_ne!(r.code, 0, "another container (or the image) sees the first one's file: {r:?}");
     // The first container's file stays in its own layer across restarts.
-    assert_eq!(s.berth(&["start", "-a", "a"]).ok(), "mine\n");
+    assert_eq!(s.berth(&["start", "-a", "first"]).ok(), "mine\n");
 }
 
 #[test]
@@ -154,10 +167,10 @@ fn lifecycle_ps_logs_stop_kill_rm() {
     assert_eq!(logs, "ready\nbye\n");
 
     // kill gives 137; kill -s names a signal.
-    s.berth(&["run", "-d", "--name", "k", "busybox", "sleep", "1000"]).ok();
-    s.berth(&["kill", "k"]).ok();
-    assert_eq!(s.berth(&["wait", "k"]).ok().trim(), "137");
-    let r = s.berth(&["kill", "k"]);
+    s.berth(&["run", "-d", "--name", "k1", "busybox", "sleep", "1000"]).ok();
+    s.berth(&["kill", "k1"]).ok();
+    assert_eq!(s.berth(&["wait", "k1"]).ok().trim(), "137");
+    let r = s.berth(&["kill", "k1"]);
     assert_ne!(r.code, 0, "kill of a stopped container must fail");
     s.berth(&["run", "-d", "--name", "k2", "busybox", "sh", "-c", "trap 'exit 7' USR1; while true; do sleep 0.1; done"]).ok();
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -186,7 +199,7 @@ fn lifecycle_ps_logs_stop_kill_rm() {
     // rm -f kills and removes; names are free again.
     s.berth(&["run", "-d", "--name", "forced", "busybox", "sleep", "1000"]).ok();
     s.berth(&["rm", "-f", "forced"]).ok();
-    s.berth(&["rm", "sleeper", "graceful", "k", "k2", "later", "follow"]).ok();
+    s.berth(&["rm", "sleeper", "graceful", "k1", "k2", "later", "follow"]).ok();
     assert_eq!(s.berth(&["ps", "-aq"]).ok().trim(), "");
     s.berth(&["run", "--rm", "--name", "forced", "busybox", "true"]).ok();
 }
@@ -212,7 +225,9 @@ fn images_tag_inspect_rmi() {
     assert_eq!(img["RootFS"]["Layers"].as_array().unwrap().len(), 1);
     assert!(img["Size"].as_i64().unwrap() > 500_000);
     let short = &img["Id"].as_str().unwrap()[7..19];
-    assert_eq!(s.berth(&["images", "-q"]).ok().trim(), short);
+    // One line per name, like docker.
+    let ids = s.berth(&["images", "-q"]).ok();
+    assert_eq!(ids.lines().collect::<Vec<_>>(), vec![short, short]);
 
     // In use by a container: refused unless -f.
     s.berth(&["create", "--name", "user", "busybox", "true"]).ok();

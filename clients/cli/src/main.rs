@@ -1,1 +1,365 @@
-fn main() {}
+//! `berth`: the docker-compatible command line of berth. Thin: it parses
+//! flags, calls the gateway (berth.gateway.v1) and renders the answers the
+//! way docker does, with docker's exit codes.
+
+mod cli;
+mod cmd;
+mod ctx;
+mod render;
+mod template;
+
+use std::io::Write;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+use tracing::Instrument;
+
+use cli::{Cli, Command, ContainerCommand, ImageCommand, DEFAULT_HOST};
+use ctx::Ctx;
+
+/// Exit code of docker's engine-side errors for run/create (and of flag
+/// errors).
+const EXIT_ENGINE: i32 = 125;
+
+/// Prints one error line to stderr.
+pub fn eprint_err(msg: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{msg}");
+}
+
+/// How a listing is printed.
+pub enum OutputFormat {
+    /// The command's default table.
+    Default,
+    /// IDs only.
+    Quiet,
+    /// One JSON object per line.
+    Json,
+    /// A table with this row template (header from the same template).
+    Table(String),
+    /// This template per row, no header.
+    Raw(String),
+}
+
+/// Interprets `--format` (and `-q`) as docker does.
+pub fn output_format(format: Option<&str>, quiet: bool) -> Result<OutputFormat, String> {
+    let f = match format {
+        None | Some("") => {
+            return Ok(if quiet {
+                OutputFormat::Quiet
+            } else {
+                OutputFormat::Default
+            })
+        }
+        Some(f) => f,
+    };
+    let unescape = |s: &str| s.replace("\\t", "\t").replace("\\n", "\n");
+    Ok(if f == "json" {
+        OutputFormat::Json
+    } else if f == "table" {
+        OutputFormat::Default
+    } else if let Some(t) = f.strip_prefix("table ") {
+        OutputFormat::Table(unescape(t.trim()))
+    } else {
+        OutputFormat::Raw(unescape(f))
+    })
+}
+
+/// Prints listing rows in `format`; `default_table` starts with "table ".
+pub fn print_rows(
+    format: OutputFormat,
+    default_table: &str,
+    quiet: &str,
+    header: &serde_json::Value,
+    rows: &[serde_json::Value],
+) -> i32 {
+    let (tmpl, is_table) = match format {
+        OutputFormat::Default => (default_table["table ".len()..].to_string(), true),
+        OutputFormat::Quiet => (quiet.to_string(), false),
+        OutputFormat::Table(t) => (t, true),
+        OutputFormat::Raw(t) => (t, false),
+        OutputFormat::Json => {
+            let mut out = std::io::stdout().lock();
+            for r in rows {
+                let _ = writeln!(out, "{r}");
+            }
+            return 0;
+        }
+    };
+    let t = match template::parse(&tmpl) {
+        Ok(t) => t,
+        Err(e) => {
+            eprint_err(&format!("template parsing error: {e}"));
+            return 1;
+        }
+    };
+    let mut lines = Vec::new();
+    if is_table {
+        lines.push(t.render(header));
+    }
+    lines.extend(rows.iter().map(|r| t.render(r)));
+    let lines: Result<Vec<String>, String> = lines.into_iter().collect();
+    let lines = match lines {
+        Ok(l) => l,
+        Err(e) => {
+            eprint_err(&format!("template: {e}"));
+            return 1;
+        }
+    };
+    let text = if is_table {
+        let cells: Vec<Vec<String>> = lines
+            .iter()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect();
+        render::table(&cells)
+    } else {
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    0
+}
+
+/// The (sub)command names in `args` (after global flags), e.g.
+/// ["container", "run"], to choose exit codes before parsing succeeded.
+fn command_path(args: &[String]) -> Vec<&str> {
+    let mut path = Vec::new();
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-H" | "--host" | "--namespace" => {
+                it.next();
+            }
+            a if a.starts_with('-') => {}
+            a => {
+                path.push(a);
+                if !matches!(a, "container" | "image") || path.len() == 2 {
+                    break;
+                }
+            }
+        }
+    }
+    path
+}
+
+fn is_run_or_create(path: &[&str]) -> bool {
+    matches!(path.last(), Some(&"run") | Some(&"create"))
+}
+
+/// Exit code for a failed parse, as docker: 125 for flag errors (and any
+/// error of run/create), 1 for wrong operands.
+fn usage_exit_code(kind: ErrorKind, run_like: bool) -> i32 {
+    match kind {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+        _ if run_like => EXIT_ENGINE,
+        ErrorKind::MissingRequiredArgument
+        | ErrorKind::MissingSubcommand
+        | ErrorKind::TooFewValues
+        | ErrorKind::WrongNumberOfValues
+        | ErrorKind::InvalidSubcommand => 1,
+        _ => EXIT_ENGINE,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let path = command_path(&args);
+            let code = usage_exit_code(e.kind(), is_run_or_create(&path));
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                // `berth image`: usage on stdout, like docker.
+                print!("{}", e.render());
+            } else {
+                let _ = e.print();
+            }
+            std::process::exit(code);
+        }
+    };
+    if cli.version {
+        println!("berth version {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    let Some(command) = cli.command else {
+        let _ = Cli::command().print_help();
+        return;
+    };
+    let run_like = matches!(
+        command,
+        Command::Run(_)
+            | Command::Create(_)
+            | Command::Container(ContainerCommand::Run(_))
+            | Command::Container(ContainerCommand::Create(_))
+    );
+    let host = cli.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
+    let path = match berth_common::grpc::parse_unix_addr(&host) {
+        Ok(p) => p,
+        Err(e) => {
+            eprint_err(&format!(
+                "{}: {e}",
+                if run_like { "berth" } else { "Error" }
+            ));
+            std::process::exit(if run_like { EXIT_ENGINE } else { 1 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprint_err(&format!("Error: cannot start the runtime: {e}"));
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(async move {
+        // "berth=info" keeps our command span (and so the traceparent it
+        // propagates) alive under the default "warn" level.
+        let guard = berth_common::telemetry::init("berth-cli", "warn,berth=info");
+        let display_host = format!("unix://{}", path.display());
+        // The channel connects lazily; its first call reports a missing
+        // daemon, which Ctx turns into docker's message.
+        let channel = berth_common::connect_unix(path);
+        let ctx = Ctx::new(display_host, cli.namespace, channel);
+        let span = tracing::info_span!("berth", command = command_name(&command));
+        let code = dispatch(&ctx, command).instrument(span).await;
+        drop(guard);
+        code
+    });
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Run(_) => "run",
+        Command::Create(_) => "create",
+        Command::Start(_) => "start",
+        Command::Stop(_) => "stop",
+        Command::Kill(_) => "kill",
+        Command::Rm(_) => "rm",
+        Command::Ps(_) => "ps",
+        Command::Logs(_) => "logs",
+        Command::Wait(_) => "wait",
+        Command::Inspect(_) => "inspect",
+        Command::Images(_) => "images",
+        Command::Import(_) => "import",
+        Command::Tag(_) => "tag",
+        Command::Rmi(_) => "rmi",
+        Command::Version => "version",
+        Command::Image(_) => "image",
+        Command::Container(_) => "container",
+    }
+}
+
+async fn dispatch(ctx: &Ctx, command: Command) -> i32 {
+    use cmd::inspect::Kind;
+    use cmd::{containers, images, inspect, system};
+    match command {
+        Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
+            containers::run(ctx, a, false).await
+        }
+        Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
+            containers::run(ctx, a, true).await
+        }
+        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => {
+            containers::start(ctx, a).await
+        }
+        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => {
+            containers::stop(ctx, a).await
+        }
+        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => {
+            containers::kill(ctx, a).await
+        }
+        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => {
+            containers::rm(ctx, a).await
+        }
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => {
+            containers::ps(ctx, a).await
+        }
+        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => {
+            containers::logs(ctx, a).await
+        }
+        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => {
+            containers::wait(ctx, a).await
+        }
+        Command::Container(ContainerCommand::Inspect(a)) => {
+            inspect::run(ctx, &a.names, a.format.as_deref(), Some(Kind::Container)).await
+        }
+        Command::Inspect(a) => {
+            let kind = match a.kind.as_deref() {
+                None | Some("") => None,
+                Some("container") => Some(Kind::Container),
+                Some("image") => Some(Kind::Image),
+                Some(other) => {
+                    eprint_err(&format!("\"{other}\" is not a valid value for --type"));
+                    return 1;
+                }
+            };
+            inspect::run(ctx, &a.names, a.format.as_deref(), kind).await
+        }
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::list(ctx, a).await,
+        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => {
+            images::import(ctx, a).await
+        }
+        Command::Image(ImageCommand::Inspect(a)) => images::inspect(ctx, a).await,
+        Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(ctx, a).await,
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(ctx, a).await,
+        Command::Version => system::version(ctx).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_paths() {
+        let a = strings(&["berth", "-H", "unix:///x", "run", "--bogus"]);
+        assert_eq!(command_path(&a), ["run"]);
+        let a = strings(&["berth", "container", "create", "x"]);
+        assert!(is_run_or_create(&command_path(&a)));
+        let a = strings(&["berth", "--namespace", "run", "ps"]);
+        assert_eq!(command_path(&a), ["ps"]);
+    }
+
+    #[test]
+    fn usage_codes() {
+        assert_eq!(usage_exit_code(ErrorKind::UnknownArgument, true), 125);
+        assert_eq!(
+            usage_exit_code(ErrorKind::MissingRequiredArgument, true),
+            125
+        );
+        assert_eq!(usage_exit_code(ErrorKind::UnknownArgument, false), 125);
+        assert_eq!(
+            usage_exit_code(ErrorKind::MissingRequiredArgument, false),
+            1
+        );
+        assert_eq!(usage_exit_code(ErrorKind::DisplayHelp, true), 0);
+    }
+
+    #[test]
+    fn row_formats() {
+        assert!(matches!(
+            output_format(None, false),
+            Ok(OutputFormat::Default)
+        ));
+        assert!(matches!(output_format(None, true), Ok(OutputFormat::Quiet)));
+        assert!(matches!(
+            output_format(Some("json"), false),
+            Ok(OutputFormat::Json)
+        ));
+        match output_format(Some("table {{.ID}}\\t{{.Names}}"), false) {
+            Ok(OutputFormat::Table(t)) => assert_eq!(t, "{{.ID}}\t{{.Names}}"),
+            _ => panic!("expected a table"),
+        }
+    }
+}

@@ -429,6 +429,11 @@ impl Inner {
                     c.state.exit_code = code;
                     c.state.error = msg;
                 });
+                if rec.host_config.auto_remove {
+                    // --rm: a container that could not start is not kept.
+                    self.destroy(ns, &rec).await;
+                    self.publish(ns, &id, EventKind::Destroy);
+                }
                 Err(e)
             }
         }

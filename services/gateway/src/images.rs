@@ -406,7 +406,17 @@ impl Inner {
         .into_inner();
         let manifest = resp.manifest.ok_or_else(|| Error::Internal("import returned no manifest".into()))?;
         let info = self.image_info(ns, &manifest).await?;
-        self.ensure_unpacked(ns, &info).await?;
+        if let Err(e) = self.ensure_unpacked(ns, &info).await {
+            // An image that cannot be unpacked is not kept.
+            if !name.is_empty() {
+                let _ = self
+                    .content
+                    .clone()
+                    .delete_image(request(ns, DeleteImageRequest { name: name.clone() }))
+                    .await;
+            }
+            return Err(e);
+        }
         info!(id = %info.id, name = %name, "imported image");
         Ok(ImportResponse {
             id: info.id.clone(),

@@ -1,0 +1,696 @@
+//! Container commands: create, run, start, stop, kill, rm, ps, logs, wait.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use berth_proto::gateway::v1::{
+    attach_response, AttachRequest, ContainerRef, CreateContainerRequest, KillContainerRequest,
+    ListContainersRequest, LogsRequest, RemoveContainerRequest, StopContainerRequest, Stream,
+    StringList, WaitContainerRequest,
+};
+use chrono::Utc;
+use serde_json::json;
+
+use crate::cli::{KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs, StartArgs, StopArgs, WaitArgs};
+use crate::ctx::{exit_code_of, is_connect_error, Ctx};
+use crate::render::{ago_unix, ps_command, ps_status, short_id, StateView};
+use crate::{eprint_err, output_format};
+
+/// Docker's `reportError` for run/create: "berth: <msg>." plus a hint.
+fn report(cmd: &str, msg: &str, with_help: bool) {
+    let mut s = format!("{}.", msg.trim_end_matches('.'));
+    if with_help {
+        s.push_str(&format!("\nSee 'berth {cmd} --help'."));
+    }
+    eprint_err(&format!("berth: {s}"));
+}
+
+/// `-e KEY=VAL` as given; `-e KEY` takes KEY's value from our environment,
+/// or is dropped when it is unset (as docker does).
+pub fn resolve_env(
+    entries: &[String],
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for e in entries {
+        let (key, has_value) = match e.split_once('=') {
+            Some((k, _)) => (k, true),
+            None => (e.as_str(), false),
+        };
+        if key.is_empty() {
+            return Err(format!("invalid environment variable: {e}"));
+        }
+        if has_value {
+            out.push(e.clone());
+        } else if let Some(v) = lookup(key) {
+            out.push(format!("{key}={v}"));
+        }
+    }
+    Ok(out)
+}
+
+/// `-l KEY=VAL` or `-l KEY` (empty value).
+pub fn parse_labels(entries: &[String]) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    for l in entries {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        if k.is_empty() {
+            return Err(format!("invalid label: {l}"));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// The Create request for `run`/`create` flags.
+pub fn create_request(args: &RunArgs) -> Result<CreateContainerRequest, String> {
+    args.check()?;
+    let env = resolve_env(&args.env, |k| std::env::var(k).ok())?;
+    let labels = parse_labels(&args.label)?;
+    let cmd = (!args.command().is_empty()).then(|| StringList {
+        values: args.command().to_vec(),
+    });
+    // `--entrypoint ""` clears the image's entrypoint.
+    let entrypoint = args.entrypoint.as_ref().map(|e| StringList {
+        values: if e.is_empty() {
+            Vec::new()
+        } else {
+            vec![e.clone()]
+        },
+    });
+    Ok(CreateContainerRequest {
+        name: args.name.clone().unwrap_or_default(),
+        image: args.image().to_string(),
+        cmd,
+        entrypoint,
+        env,
+        working_dir: args.workdir.clone().unwrap_or_default(),
+        user: args.user.clone().unwrap_or_default(),
+        hostname: args.hostname.clone().unwrap_or_default(),
+        auto_remove: args.rm,
+        network_mode: args.network.clone().unwrap_or_default(),
+        labels,
+        stop_signal: args.stop_signal.clone().unwrap_or_default(),
+        stop_timeout: args.stop_timeout,
+    })
+}
+
+/// `berth create` (`create_only`) and `berth run`.
+pub async fn run(ctx: &Ctx, args: RunArgs, create_only: bool) -> i32 {
+    let cmd = if create_only { "create" } else { "run" };
+    let req = match create_request(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            report(cmd, &e, true);
+            return 125;
+        }
+    };
+    let resp = match ctx.containers().create(ctx.req(req)).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            report(cmd, &ctx.describe(&s), true);
+            return 125;
+        }
+    };
+    for w in &resp.warnings {
+        eprint_err(&format!("WARNING: {w}"));
+    }
+    let id = resp.id;
+    if create_only {
+        println!("{id}");
+        return 0;
+    }
+    if args.detach {
+        if let Err(s) = ctx
+            .containers()
+            .start(ctx.req(ContainerRef { id: id.clone() }))
+            .await
+        {
+            report(cmd, &ctx.describe(&s), false);
+            return exit_code_of(&s).unwrap_or(125);
+        }
+        println!("{id}");
+        return 0;
+    }
+    attach_start_wait(ctx, &id, true).await
+}
+
+/// Opens Attach, waits for its headers, starts the container, copies its
+/// output and returns its exit code (docker's foreground run / start -a).
+/// `run_style`: errors as `berth: ...` with code 125, else as `start` does.
+async fn attach_start_wait(ctx: &Ctx, id: &str, run_style: bool) -> i32 {
+    let fail = |s: &tonic::Status| {
+        if run_style {
+            report("run", &ctx.describe(s), false);
+            125
+        } else {
+            eprint_err(&ctx.describe(s));
+            1
+        }
+    };
+    let attach = ctx
+        .containers()
+        .attach(ctx.req(AttachRequest {
+            id: id.to_string(),
+            stdout: true,
+            stderr: true,
+        }))
+        .await;
+    let mut stream = match attach {
+        Ok(r) => r.into_inner(),
+        Err(s) => return fail(&s),
+    };
+    if let Err(s) = ctx
+        .containers()
+        .start(ctx.req(ContainerRef { id: id.to_string() }))
+        .await
+    {
+        let code = fail(&s);
+        return exit_code_of(&s).unwrap_or(code);
+    }
+    let proxy = spawn_signal_proxy(ctx.clone(), id.to_string());
+    let code = loop {
+        match stream.message().await {
+            Ok(Some(msg)) => match msg.payload {
+                Some(attach_response::Payload::Output(entry)) => write_entry(&entry, None),
+                Some(attach_response::Payload::Exit(st)) => {
+                    if !st.error.is_empty() {
+                        eprint_err(&st.error);
+                    }
+                    break st.status_code as i32;
+                }
+                None => {}
+            },
+            // The stream ended without an exit status: ask Wait.
+            Ok(None) => {
+                let w = ctx
+                    .containers()
+                    .wait(ctx.req(WaitContainerRequest {
+                        id: id.to_string(),
+                        condition: String::new(),
+                    }))
+                    .await;
+                match w {
+                    Ok(r) => break r.into_inner().status_code as i32,
+                    Err(s) => break fail(&s),
+                }
+            }
+            Err(s) => break fail(&s),
+        }
+    };
+    for task in proxy {
+        task.abort();
+    }
+    code
+}
+
+/// Forwards the signals a user sends to the CLI to the container, as
+/// docker's `--sig-proxy` does.
+fn spawn_signal_proxy(ctx: Ctx, id: String) -> Vec<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let kinds = [
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::hangup(), "SIGHUP"),
+        (SignalKind::quit(), "SIGQUIT"),
+        (SignalKind::user_defined1(), "SIGUSR1"),
+        (SignalKind::user_defined2(), "SIGUSR2"),
+    ];
+    use tracing::Instrument;
+    let mut tasks = Vec::new();
+    for (kind, name) in kinds {
+        let Ok(mut sig) = signal(kind) else { continue };
+        let ctx = ctx.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(
+            async move {
+                while sig.recv().await.is_some() {
+                    let req = ctx.req(KillContainerRequest {
+                        id: id.clone(),
+                        signal: name.to_string(),
+                    });
+                    if let Err(s) = ctx.containers().kill(req).await {
+                        tracing::debug!("forwarding {name}: {}", s.message());
+                    }
+                }
+            }
+            .instrument(tracing::Span::current()),
+        ));
+    }
+    tasks
+}
+
+/// Writes one output entry to our stdout or stderr, with an optional
+/// timestamp prefix.
+fn write_entry(entry: &berth_proto::gateway::v1::LogEntry, timestamp: Option<&str>) {
+    let to_stderr = entry.stream == Stream::Stderr as i32;
+    let write = |w: &mut dyn Write| {
+        if let Some(t) = timestamp {
+            let _ = w.write_all(t.as_bytes());
+            let _ = w.write_all(b" ");
+        }
+        let _ = w.write_all(&entry.data);
+        let _ = w.flush();
+    };
+    if to_stderr {
+        write(&mut std::io::stderr().lock());
+    } else {
+        write(&mut std::io::stdout().lock());
+    }
+}
+
+/// `berth start`.
+pub async fn start(ctx: &Ctx, args: StartArgs) -> i32 {
+    if args.attach {
+        if args.containers.len() > 1 {
+            eprint_err("you cannot start and attach multiple containers at once");
+            return 1;
+        }
+        return attach_start_wait(ctx, &args.containers[0], false).await;
+    }
+    let mut failed = Vec::new();
+    for c in &args.containers {
+        match ctx
+            .containers()
+            .start(ctx.req(ContainerRef { id: c.clone() }))
+            .await
+        {
+            Ok(_) => println!("{c}"),
+            Err(s) => {
+                eprint_err(&ctx.describe(&s));
+                if is_connect_error(&s) {
+                    return 1;
+                }
+                failed.push(c.as_str());
+            }
+        }
+    }
+    if failed.is_empty() {
+        0
+    } else {
+        eprint_err(&format!(
+            "Error: failed to start containers: {}",
+            failed.join(", ")
+        ));
+        1
+    }
+}
+
+/// Runs `op` for each container, printing the argument on success and the
+/// error otherwise; 1 if any failed (stop, kill, rm).
+async fn for_each<F, Fut>(ctx: &Ctx, containers: &[String], op: F) -> i32
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let mut failed = false;
+    for c in containers {
+        match op(c.clone()).await {
+            Ok(()) => println!("{c}"),
+            Err(s) => {
+                eprint_err(&ctx.describe(&s));
+                failed = true;
+                if is_connect_error(&s) {
+                    break;
+                }
+            }
+        }
+    }
+    i32::from(failed)
+}
+
+/// `berth stop`.
+pub async fn stop(ctx: &Ctx, args: StopArgs) -> i32 {
+    for_each(ctx, &args.containers, |id| async move {
+        let req = ctx.req(StopContainerRequest {
+            id,
+            timeout: args.time,
+        });
+        ctx.containers().stop(req).await.map(|_| ())
+    })
+    .await
+}
+
+/// `berth kill`.
+pub async fn kill(ctx: &Ctx, args: KillArgs) -> i32 {
+    let signal = args.signal.clone().unwrap_or_default();
+    for_each(ctx, &args.containers, |id| {
+        let signal = signal.clone();
+        async move {
+            let req = ctx.req(KillContainerRequest { id, signal });
+            ctx.containers().kill(req).await.map(|_| ())
+        }
+    })
+    .await
+}
+
+/// `berth rm`.
+pub async fn rm(ctx: &Ctx, args: RmArgs) -> i32 {
+    for_each(ctx, &args.containers, |id| async move {
+        let req = ctx.req(RemoveContainerRequest {
+            id,
+            force: args.force,
+            volumes: args.volumes,
+        });
+        ctx.containers().remove(req).await.map(|_| ())
+    })
+    .await
+}
+
+/// `berth wait`.
+pub async fn wait(ctx: &Ctx, args: WaitArgs) -> i32 {
+    let mut failed = false;
+    for c in &args.containers {
+        let req = ctx.req(WaitContainerRequest {
+            id: c.clone(),
+            condition: String::new(),
+        });
+        match ctx.containers().wait(req).await {
+            Ok(r) => println!("{}", r.into_inner().status_code),
+            Err(s) => {
+                eprint_err(&ctx.describe(&s));
+                failed = true;
+                if is_connect_error(&s) {
+                    break;
+                }
+            }
+        }
+    }
+    i32::from(failed)
+}
+
+/// `berth logs`.
+pub async fn logs(ctx: &Ctx, args: LogsArgs) -> i32 {
+    let tail = if args.tail == "all" {
+        -1
+    } else {
+        match args.tail.parse::<i64>() {
+            Ok(n) => n,
+            Err(_) => {
+                eprint_err(&format!(
+                    "invalid value for \"tail\": {:?} is not a number or \"all\"",
+                    args.tail
+                ));
+                return 1;
+            }
+        }
+    };
+    let req = ctx.req(LogsRequest {
+        id: args.container.clone(),
+        follow: args.follow,
+        stdout: true,
+        stderr: true,
+        tail,
+    });
+    let mut stream = match ctx.containers().logs(req).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            eprint_err(&ctx.describe(&s));
+            return 1;
+        }
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(entry)) => {
+                let ts = args.timestamps.then_some(entry.time.as_str());
+                write_entry(&entry, ts);
+            }
+            Ok(None) => return 0,
+            Err(s) => {
+                eprint_err(&ctx.describe(&s));
+                return 1;
+            }
+        }
+    }
+}
+
+/// `ps --filter KEY=VALUE`: values of one key are alternatives, different
+/// keys must all match (docker's rule).
+#[derive(Debug, Default)]
+pub struct PsFilter {
+    terms: Vec<(String, Vec<String>)>,
+}
+
+impl PsFilter {
+    const KEYS: [&'static str; 6] = ["id", "name", "status", "label", "ancestor", "exited"];
+
+    pub fn parse(specs: &[String]) -> Result<PsFilter, String> {
+        let mut f = PsFilter::default();
+        for spec in specs {
+            let Some((k, v)) = spec.split_once('=') else {
+                return Err(format!(
+                    "bad format of filter (expected name=value): {spec}"
+                ));
+            };
+            let k = k.trim().to_lowercase();
+            if !Self::KEYS.contains(&k.as_str()) {
+                return Err(format!("invalid filter '{k}'"));
+            }
+            if k == "exited" && v.parse::<i64>().is_err() {
+                return Err(format!("invalid exit code {v:?}"));
+            }
+            match f.terms.iter_mut().find(|(key, _)| *key == k) {
+                Some((_, vals)) => vals.push(v.to_string()),
+                None => f.terms.push((k, vec![v.to_string()])),
+            }
+        }
+        Ok(f)
+    }
+
+    fn implies_all(&self) -> bool {
+        self.terms
+            .iter()
+            .any(|(k, _)| k == "status" || k == "exited")
+    }
+
+    pub fn matches(&self, c: &berth_proto::gateway::v1::ContainerSummary) -> bool {
+        self.terms.iter().all(|(key, vals)| {
+            vals.iter().any(|v| match key.as_str() {
+                "id" => c.id.starts_with(v.as_str()),
+                "name" => c.names.iter().any(|n| n.contains(v.as_str())),
+                "status" => c.state == *v,
+                "label" => match v.split_once('=') {
+                    Some((k, val)) => c.labels.get(k).is_some_and(|x| x == val),
+                    None => c.labels.contains_key(v.as_str()),
+                },
+                "ancestor" => {
+                    c.image == *v
+                        || c.image.strip_suffix(":latest") == Some(v.as_str())
+                        || v.strip_suffix(":latest") == Some(c.image.as_str())
+                        || (v.len() >= 4 && short_id(&c.image_id).starts_with(short_id(v).as_str()))
+                }
+                "exited" => c.state == "exited" && v.parse::<i64>().ok() == Some(c.exit_code),
+                _ => false,
+            })
+        })
+    }
+}
+
+/// `berth ps`.
+pub async fn ps(ctx: &Ctx, args: PsArgs) -> i32 {
+    let format = match output_format(args.format.as_deref(), args.quiet) {
+        Ok(f) => f,
+        Err(e) => {
+            eprint_err(&e);
+            return 1;
+        }
+    };
+    let filter = match PsFilter::parse(&args.filter) {
+        Ok(f) => f,
+        Err(e) => {
+            eprint_err(&format!("Error response from daemon: {e}"));
+            return 1;
+        }
+    };
+    let last = if args.latest {
+        Some(1)
+    } else {
+        args.last.filter(|n| *n >= 0)
+    };
+    // As docker: --last/--latest and a status filter look at all containers.
+    let all = args.all || last.is_some() || filter.implies_all();
+    let resp = match ctx
+        .containers()
+        .list(ctx.req(ListContainersRequest { all }))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            eprint_err(&ctx.describe(&s));
+            return 1;
+        }
+    };
+    let mut containers = resp.containers;
+    containers.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+    containers.retain(|c| filter.matches(c));
+    if let Some(n) = last {
+        containers.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+    }
+    let now = Utc::now();
+    let rows: Vec<serde_json::Value> = containers
+        .iter()
+        .map(|c| {
+            let status = ps_status(
+                &StateView {
+                    state: &c.state,
+                    exit_code: c.exit_code,
+                    started_at: berth_common::time::parse_rfc3339(&c.started_at),
+                    finished_at: berth_common::time::parse_rfc3339(&c.finished_at),
+                },
+                now,
+            );
+            let image = if !args.no_trunc && c.image.starts_with("sha256:") {
+                short_id(&c.image)
+            } else {
+                c.image.clone()
+            };
+            let mut labels: Vec<String> =
+                c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            json!({
+                "Command": ps_command(&c.command, args.no_trunc),
+                "CreatedAt": chrono::DateTime::from_timestamp(c.created, 0)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string())
+                    .unwrap_or_default(),
+                "ID": if args.no_trunc { c.id.clone() } else { short_id(&c.id) },
+                "Image": image,
+                "Labels": labels.join(","),
+                "LocalVolumes": "0",
+                "Mounts": "",
+                "Names": c.names.join(","),
+                "Networks": "",
+                "Ports": c.ports,
+                "RunningFor": ago_unix(now, c.created),
+                "Size": "0B",
+                "State": c.state,
+                "Status": status,
+            })
+        })
+        .collect();
+    let header = json!({
+        "Command": "COMMAND", "CreatedAt": "CREATED AT", "ID": "CONTAINER ID",
+        "Image": "IMAGE", "Labels": "LABELS", "LocalVolumes": "LOCAL VOLUMES",
+        "Mounts": "MOUNTS", "Names": "NAMES", "Networks": "NETWORKS", "Ports": "PORTS",
+        "RunningFor": "CREATED", "Size": "SIZE", "State": "STATE", "Status": "STATUS",
+    });
+    let default = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
+    crate::print_rows(format, default, "{{.ID}}", &header, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn env_without_value_comes_from_our_environment() {
+        let lookup = |k: &str| (k == "HOME_X").then(|| "/root".to_string());
+        let env = resolve_env(
+            &["A=1".into(), "HOME_X".into(), "UNSET_Y".into(), "B=".into()],
+            lookup,
+        )
+        .unwrap();
+        assert_eq!(env, ["A=1", "HOME_X=/root", "B="]);
+        assert!(resolve_env(&["=x".into()], lookup).is_err());
+    }
+
+    #[test]
+    fn unknown_flag_before_the_image() {
+        let cli = crate::cli::Cli::try_parse_from(["berth", "run", "--bogus", "busybox"]).unwrap();
+        let Some(crate::cli::Command::Run(args)) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(create_request(&args).unwrap_err(), "unknown flag: --bogus");
+    }
+
+    #[test]
+    fn ps_filters() {
+        use berth_proto::gateway::v1::ContainerSummary;
+        let c = ContainerSummary {
+            id: "abcdef".into(),
+            names: vec!["web-1".into()],
+            image: "busybox".into(),
+            image_id: "sha256:0123456789abcdef".into(),
+            state: "exited".into(),
+            exit_code: 3,
+            labels: [("app".to_string(), "x".to_string())].into(),
+            ..Default::default()
+        };
+        let m = |specs: &[&str]| {
+            let specs: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+            PsFilter::parse(&specs).unwrap().matches(&c)
+        };
+        assert!(m(&[]));
+        assert!(m(&["name=web"]));
+        assert!(!m(&["name=db"]));
+        assert!(m(&["name=db", "name=web"]));
+        assert!(m(&["status=exited", "exited=3"]));
+        assert!(!m(&["status=running"]));
+        assert!(m(&["label=app", "label=app=x"]));
+        assert!(!m(&["label=app=y"]));
+        assert!(m(&["ancestor=busybox:latest"]));
+        assert!(m(&["ancestor=01234567"]));
+        assert!(m(&["id=abc"]));
+        assert!(PsFilter::parse(&["bogus=1".into()]).is_err());
+        assert!(PsFilter::parse(&["name".into()]).is_err());
+    }
+
+    #[test]
+    fn labels() {
+        let l = parse_labels(&["a=b".into(), "c".into(), "d=e=f".into()]).unwrap();
+        assert_eq!(l["a"], "b");
+        assert_eq!(l["c"], "");
+        assert_eq!(l["d"], "e=f");
+    }
+
+    #[test]
+    fn create_request_from_flags() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "berth",
+            "run",
+            "--rm",
+            "--name",
+            "t",
+            "-e",
+            "X=1",
+            "-w",
+            "/tmp",
+            "-u",
+            "1:2",
+            "--entrypoint",
+            "",
+            "--stop-timeout",
+            "3",
+            "--net",
+            "host",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hi",
+        ])
+        .unwrap();
+        let Some(crate::cli::Command::Run(args)) = cli.command else {
+            panic!("not run")
+        };
+        let req = create_request(&args).unwrap();
+        assert_eq!(req.image, "busybox");
+        assert_eq!(req.name, "t");
+        assert!(req.auto_remove);
+        assert_eq!(req.cmd.unwrap().values, ["sh", "-c", "echo hi"]);
+        assert_eq!(req.entrypoint.unwrap().values, Vec::<String>::new());
+        assert_eq!(req.env, ["X=1"]);
+        assert_eq!(req.working_dir, "/tmp");
+        assert_eq!(req.user, "1:2");
+        assert_eq!(req.stop_timeout, Some(3));
+        assert_eq!(req.network_mode, "host");
+
+        let cli = crate::cli::Cli::try_parse_from(["berth", "create", "busybox"]).unwrap();
+        let Some(crate::cli::Command::Create(args)) = cli.command else {
+            panic!("not create")
+        };
+        let req = create_request(&args).unwrap();
+        assert!(req.cmd.is_none());
+        assert!(req.entrypoint.is_none());
+        assert_eq!(req.stop_timeout, None);
+    }
+}

@@ -1,0 +1,91 @@
+//! Connection to the gateway and docker-style error reporting.
+
+use std::error::Error as _;
+
+use berth_proto::gateway::v1::containers_client::ContainersClient;
+use berth_proto::gateway::v1::images_client::ImagesClient;
+use berth_proto::gateway::v1::system_client::SystemClient;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+/// Trailer carrying the exit code for a command that cannot be executed.
+pub const EXIT_CODE_KEY: &str = "berth-exit-code";
+
+/// What every command needs: the gateway channel and the namespace.
+#[derive(Clone)]
+pub struct Ctx {
+    pub host: String,
+    pub namespace: String,
+    channel: Channel,
+}
+
+impl Ctx {
+    pub fn new(host: String, namespace: String, channel: Channel) -> Self {
+        Ctx {
+            host,
+            namespace,
+            channel,
+        }
+    }
+
+    /// A request in our namespace carrying the current trace context.
+    pub fn req<T>(&self, msg: T) -> Request<T> {
+        berth_common::request(&self.namespace, msg)
+    }
+
+    pub fn images(&self) -> ImagesClient<Channel> {
+        ImagesClient::new(self.channel.clone())
+    }
+
+    pub fn containers(&self) -> ContainersClient<Channel> {
+        ContainersClient::new(self.channel.clone())
+    }
+
+    pub fn system(&self) -> SystemClient<Channel> {
+        SystemClient::new(self.channel.clone())
+    }
+
+    /// The line docker prints for a failed API call: "Cannot connect ..."
+    /// when the daemon is not there, else "Error response from daemon: ...".
+    pub fn describe(&self, status: &Status) -> String {
+        if is_connect_error(status) {
+            self.cannot_connect()
+        } else {
+            format!("Error response from daemon: {}", status.message())
+        }
+    }
+
+    pub fn cannot_connect(&self) -> String {
+        format!(
+            "Cannot connect to the berth daemon at {}. Is the berth daemon running?",
+            self.host
+        )
+    }
+}
+
+/// Whether the call failed because no connection could be made (as opposed
+/// to an error answered by the daemon).
+pub fn is_connect_error(status: &Status) -> bool {
+    if status.code() != Code::Unavailable && status.code() != Code::Unknown {
+        return false;
+    }
+    // Transport failures carry the transport error (or an I/O error) as
+    // their source; errors sent by the daemon have none.
+    let mut src = status.source();
+    while let Some(e) = src {
+        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
+            return true;
+        }
+        src = e.source();
+    }
+    false
+}
+
+/// The exit code carried by a failed Start (`berth-exit-code`), if any.
+pub fn exit_code_of(status: &Status) -> Option<i32> {
+    status
+        .metadata()
+        .get(EXIT_CODE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
