@@ -7,17 +7,22 @@ pub const BUSYBOX: &str = "/bin/busybox";
 
 /// Applets to link; all of them if `busybox --list-full` works.
 fn applets() -> Vec<String> {
-    let out = std::process::Command::new(BUSYBOX).arg("--list-full").output();
+    let out = std::process::Command::new(BUSYBOX)
+        .arg("--list-full")
+        .output();
     match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
             .lines()
             .map(|l| l.trim().to_string())
             .filter(|l| !l.is_empty() && l != "bin/busybox")
             .collect(),
-        _ => ["sh", "echo", "cat", "ls", "id", "hostname", "sleep", "pwd", "env", "true", "false", "touch", "mkdir"]
-            .iter()
-            .map(|a| format!("bin/{a}"))
-            .collect(),
+        _ => [
+            "sh", "echo", "cat", "ls", "id", "hostname", "sleep", "pwd", "env", "true", "false",
+            "touch", "mkdir",
+        ]
+        .iter()
+        .map(|a| format!("bin/{a}"))
+        .collect(),
     }
 }
 
@@ -54,11 +59,14 @@ pub fn add_symlink<W: std::io::Write>(b: &mut tar::Builder<W>, path: &str, targe
 pub fn write_busybox_tar(out: &Path) {
     let f = std::fs::File::create(out).unwrap();
     let mut b = tar::Builder::new(f);
-    for d in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root", "home", "proc", "sys", "dev"] {
+    for d in [
+        "bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root", "home", "proc", "sys", "dev",
+    ] {
         add_dir(&mut b, d, 0o755);
     }
     add_dir(&mut b, "tmp", 0o1777);
-    let bb = std::fs::read(BUSYBOX).expect("busybox-static is needed: apt-get install busybox-static");
+    let bb =
+        std::fs::read(BUSYBOX).expect("busybox-static is needed: apt-get install busybox-static");
     add_file(&mut b, "bin/busybox", 0o755, &bb);
     for a in applets() {
         add_symlink(&mut b, &a, "/bin/busybox");
@@ -69,7 +77,12 @@ pub fn write_busybox_tar(out: &Path) {
         0o644,
         b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n",
     );
-    add_file(&mut b, "etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\nstaff:x:50:app\napp:x:1000:\n");
+    add_file(
+        &mut b,
+        "etc/group",
+        0o644,
+        b"root:x:0:\nnogroup:x:65534:\nstaff:x:50:app\napp:x:1000:\n",
+    );
     b.finish().unwrap();
 }
 

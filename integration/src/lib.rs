@@ -219,7 +219,11 @@ impl Stack {
 
     fn container_ids(&self) -> Vec<String> {
         let r = self.berth(&["ps", "-aq", "--no-trunc"]);
-        r.stdout.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+        r.stdout
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
     }
 }
 
@@ -249,10 +253,16 @@ fn remove_cgroups(ids: &[String]) {
     let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
-    let bases: Vec<PathBuf> = ctrls.flatten().map(|e| e.path()).chain([PathBuf::from("/sys/fs/cgroup")]).collect();
+    let bases: Vec<PathBuf> = ctrls
+        .flatten()
+        .map(|e| e.path())
+        .chain([PathBuf::from("/sys/fs/cgroup")])
+        .collect();
     for base in &bases {
         let berth = base.join("berth");
-        let Ok(nss) = std::fs::read_dir(&berth) else { continue };
+        let Ok(nss) = std::fs::read_dir(&berth) else {
+            continue;
+        };
         for ns in nss.flatten() {
             for id in ids {
                 let cg = ns.path().join(id);
@@ -261,7 +271,10 @@ fn remove_cgroups(ids: &[String]) {
                 }
                 if let Ok(procs) = std::fs::read_to_string(cg.join("cgroup.procs")) {
                     for p in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(p),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
                     }
                 }
                 for _ in 0..50 {
@@ -297,7 +310,10 @@ impl Drop for Stack {
             let _ = self.berth(&["rm", "-f", id]);
         }
         for d in &mut self.daemons {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(d.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         for d in &mut self.daemons {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -315,7 +331,10 @@ impl Drop for Stack {
         }
         // Shims (and anything else) still running for this stack.
         for pid in processes_mentioning(&self.dir) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         remove_cgroups(&ids);
         unmount_under(&self.dir);

@@ -6,7 +6,11 @@ use berth_proto::content::v1::content_client::ContentClient;
 use berth_proto::content::v1::{InfoRequest, WriteRequest};
 
 /// A busybox rootfs with extra entries appended by `extra`.
-fn busybox_plus(s: &Stack, name: &str, extra: impl FnOnce(&mut tar::Builder<std::fs::File>)) -> std::path::PathBuf {
+fn busybox_plus(
+    s: &Stack,
+    name: &str,
+    extra: impl FnOnce(&mut tar::Builder<std::fs::File>),
+) -> std::path::PathBuf {
     // Re-create the busybox tar and append to it: tar::Builder cannot append
     // to an existing archive, so write entries of both into a new one.
     let base = s.dir.join(format!("{name}-base.tar"));
@@ -50,12 +54,22 @@ fn dotdot_entries_are_refused() {
     let marker = unique("berth-escape");
     let target = format!("/tmp/{marker}");
     let tar = busybox_plus(&s, "dotdot", |b| {
-        add_raw_file(b, &format!("../../../../../../../../tmp/{marker}"), b"pwned");
+        add_raw_file(
+            b,
+            &format!("../../../../../../../../tmp/{marker}"),
+            b"pwned",
+        );
     });
     let r = s.berth(&["image", "import", tar.to_str().unwrap(), "evil:dotdot"]);
-    assert!(!std::path::Path::new(&target).exists(), "the layer wrote outside the snapshot");
+    assert!(
+        !std::path::Path::new(&target).exists(),
+        "the layer wrote outside the snapshot"
+    );
     assert_ne!(r.code, 0, "an escaping tar must be refused: {r:?}");
-    assert!(r.stderr.contains("escape") || r.stderr.contains(".."), "unclear error: {r:?}");
+    assert!(
+        r.stderr.contains("escape") || r.stderr.contains(".."),
+        "unclear error: {r:?}"
+    );
     assert!(!s.berth(&["images"]).ok().contains("evil"));
 }
 
@@ -72,11 +86,24 @@ fn symlinks_cannot_lead_writes_out() {
         add_file(b, &format!("up/tmp/{marker}-2"), 0o644, b"contained-2");
     });
     let r = s.berth(&["image", "import", tar.to_str().unwrap(), "evil:symlink"]);
-    assert!(!std::path::Path::new(&format!("/tmp/{marker}")).exists(), "write escaped through an absolute symlink");
-    assert!(!std::path::Path::new(&format!("/tmp/{marker}-2")).exists(), "write escaped through a relative symlink");
+    assert!(
+        !std::path::Path::new(&format!("/tmp/{marker}")).exists(),
+        "write escaped through an absolute symlink"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/tmp/{marker}-2")).exists(),
+        "write escaped through a relative symlink"
+    );
     if r.code == 0 {
         // Contained: the files are inside the image's own /tmp.
-        let out = s.run(&["evil:symlink", "cat", &format!("/tmp/{marker}"), &format!("/tmp/{marker}-2")]).ok();
+        let out = s
+            .run(&[
+                "evil:symlink",
+                "cat",
+                &format!("/tmp/{marker}"),
+                &format!("/tmp/{marker}-2"),
+            ])
+            .ok();
         assert_eq!(out, "contained-1contained-2");
     } else {
         assert!(!r.stderr.is_empty());
@@ -87,7 +114,10 @@ fn symlinks_cannot_lead_writes_out() {
 fn blob_with_wrong_digest_is_never_committed() {
     require_root!();
     let s = Stack::start(Mode::AllInOne);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut c = ContentClient::new(berth_common::connect_unix(s.state.join("content.sock")));
         let claimed = format!("sha256:{}", "ab".repeat(32));
@@ -103,7 +133,11 @@ fn blob_with_wrong_digest_is_never_committed() {
         let err = c.write(futures::stream::iter(msgs)).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
         assert!(err.message().contains("digest"), "{err:?}");
-        let info = c.info(InfoRequest { digest: claimed.clone() }).await;
+        let info = c
+            .info(InfoRequest {
+                digest: claimed.clone(),
+            })
+            .await;
         assert_eq!(info.unwrap_err().code(), tonic::Code::NotFound);
         let path = s.root.join("content/blobs/sha256").join("ab".repeat(32));
         assert!(!path.exists());

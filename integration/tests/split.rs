@@ -9,7 +9,8 @@ fn split_mode_runs_containers() {
     s.import_busybox("busybox");
     assert_eq!(s.run(&["busybox", "echo", "split"]).ok(), "split\n");
     assert_eq!(s.run(&["busybox", "sh", "-c", "exit 4"]).code, 4);
-    s.berth(&["run", "-d", "--name", "bg", "busybox", "sleep", "1000"]).ok();
+    s.berth(&["run", "-d", "--name", "bg", "busybox", "sleep", "1000"])
+        .ok();
     s.berth(&["kill", "bg"]).ok();
     assert_eq!(s.berth(&["wait", "bg"]).ok().trim(), "137");
     s.berth(&["rm", "bg"]).ok();

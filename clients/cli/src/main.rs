@@ -21,6 +21,13 @@ use ctx::Ctx;
 /// errors).
 const EXIT_ENGINE: i32 = 125;
 
+/// Prints one line to stdout; a closed stdout (`berth ps | head -1`) is
+/// not an error worth a panic.
+pub fn outln(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+}
+
 /// Prints one error line to stderr.
 pub fn eprint_err(msg: &str) {
     let mut err = std::io::stderr().lock();
@@ -143,6 +150,31 @@ fn command_path(args: &[String]) -> Vec<&str> {
     path
 }
 
+/// Docker's wording for an unknown flag: "unknown flag: --x" and a hint.
+fn docker_flag_error(e: &clap::Error, path: &[&str]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let flag = match e.get(ContextKind::InvalidArg)? {
+        ContextValue::String(s) => s.split('=').next().unwrap_or(s).to_string(),
+        _ => return None,
+    };
+    if !flag.starts_with('-') {
+        return None;
+    }
+    let cmd = std::iter::once("berth")
+        .chain(path.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let prefix = if is_run_or_create(path) {
+        "berth: "
+    } else {
+        ""
+    };
+    Some(format!("{prefix}unknown flag: {flag}\nSee '{cmd} --help'."))
+}
+
 fn is_run_or_create(path: &[&str]) -> bool {
     matches!(path.last(), Some(&"run") | Some(&"create"))
 }
@@ -174,6 +206,8 @@ fn main() {
             if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                 // `berth image`: usage on stdout, like docker.
                 print!("{}", e.render());
+            } else if let Some(msg) = docker_flag_error(&e, &path) {
+                eprint_err(&msg);
             } else {
                 let _ = e.print();
             }
@@ -226,6 +260,7 @@ fn main() {
         let channel = berth_common::connect_unix(path);
         let ctx = Ctx::new(display_host, cli.namespace, channel);
         let span = tracing::info_span!("berth", command = command_name(&command));
+        berth_common::grpc::parent_from_env(&span);
         let code = dispatch(&ctx, command).instrument(span).await;
         drop(guard);
         code
@@ -329,6 +364,22 @@ mod tests {
         assert!(is_run_or_create(&command_path(&a)));
         let a = strings(&["berth", "--namespace", "run", "ps"]);
         assert_eq!(command_path(&a), ["ps"]);
+    }
+
+    #[test]
+    fn unknown_flags_read_like_docker() {
+        let args = strings(&["berth", "ps", "--bogus"]);
+        let e = Cli::try_parse_from(&args).unwrap_err();
+        assert_eq!(
+            docker_flag_error(&e, &command_path(&args)).unwrap(),
+            "unknown flag: --bogus\nSee 'berth ps --help'."
+        );
+        let args = strings(&["berth", "container", "ls", "--bogus=1"]);
+        let e = Cli::try_parse_from(&args).unwrap_err();
+        assert_eq!(
+            docker_flag_error(&e, &command_path(&args)).unwrap(),
+            "unknown flag: --bogus\nSee 'berth container ls --help'."
+        );
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! one process (each still serving gRPC on its own unix socket under
 //! `--state`); `berthd content|snapshots|tasks|network|gateway` runs one.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -21,7 +20,12 @@ use tracing::info;
 #[command(name = "berthd", version, about = "The berth container engine")]
 struct Cli {
     /// Directory for persistent data (images, snapshots, container records).
-    #[arg(long, global = true, default_value = "/var/lib/berth", env = "BERTH_ROOT")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/berth",
+        env = "BERTH_ROOT"
+    )]
     root: PathBuf,
     /// Directory for runtime state (sockets, task bundles, network namespaces).
     #[arg(long, global = true, default_value = "/run/berth", env = "BERTH_STATE")]
@@ -90,10 +94,8 @@ impl Paths {
     }
 }
 
-fn shutdown_signal(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> {
-    async move {
-        let _ = rx.wait_for(|v| *v).await;
-    }
+async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
 }
 
 macro_rules! serve {
@@ -133,10 +135,15 @@ fn content_service(p: &Paths) -> Result<ContentServer<berth_content::ContentServ
         .max_encoding_message_size(64 << 20))
 }
 
-fn snapshots_service(p: &Paths, content: &Path) -> Result<SnapshotsServer<berth_snapshots::SnapshotsService>> {
-    let client = berth_proto::content::v1::content_client::ContentClient::new(connect_unix(content))
-        .max_decoding_message_size(64 << 20);
-    let svc = berth_snapshots::SnapshotsService::open(&p.root, client).context("open berth-snapshots")?;
+fn snapshots_service(
+    p: &Paths,
+    content: &Path,
+) -> Result<SnapshotsServer<berth_snapshots::SnapshotsService>> {
+    let client =
+        berth_proto::content::v1::content_client::ContentClient::new(connect_unix(content))
+            .max_decoding_message_size(64 << 20);
+    let svc =
+        berth_snapshots::SnapshotsService::open(&p.root, client).context("open berth-snapshots")?;
     Ok(SnapshotsServer::new(svc))
 }
 
@@ -185,17 +192,36 @@ async fn main() -> Result<()> {
     let mut servers = Vec::new();
     match cli.command {
         Some(Command::Content { socket }) => {
-            servers.push(serve!(content_service(&p)?, socket.unwrap_or(p.sock("content")), rx));
+            servers.push(serve!(
+                content_service(&p)?,
+                socket.unwrap_or(p.sock("content")),
+                rx
+            ));
         }
-        Some(Command::Snapshots { socket, content_addr }) => {
+        Some(Command::Snapshots {
+            socket,
+            content_addr,
+        }) => {
             let content = p.addr(&content_addr, "content")?;
-            servers.push(serve!(snapshots_service(&p, &content)?, socket.unwrap_or(p.sock("snapshots")), rx));
+            servers.push(serve!(
+                snapshots_service(&p, &content)?,
+                socket.unwrap_or(p.sock("snapshots")),
+                rx
+            ));
         }
         Some(Command::Tasks { socket }) => {
-            servers.push(serve!(tasks_service(&p, shim_path(cli.shim))?, socket.unwrap_or(p.sock("tasks")), rx));
+            servers.push(serve!(
+                tasks_service(&p, shim_path(cli.shim))?,
+                socket.unwrap_or(p.sock("tasks")),
+                rx
+            ));
         }
         Some(Command::Network { socket }) => {
-            servers.push(serve!(network_service(&p)?, socket.unwrap_or(p.sock("network")), rx));
+            servers.push(serve!(
+                network_service(&p)?,
+                socket.unwrap_or(p.sock("network")),
+                rx
+            ));
         }
         Some(Command::Gateway {
             socket,
@@ -210,12 +236,25 @@ async fn main() -> Result<()> {
                 tasks: connect_unix(p.addr(&tasks_addr, "tasks")?),
                 network: connect_unix(p.addr(&network_addr, "network")?),
             };
-            servers.extend(gateway(&p, backends, socket.unwrap_or(p.sock("berth")), &rx)?);
+            servers.extend(gateway(
+                &p,
+                backends,
+                socket.unwrap_or(p.sock("berth")),
+                &rx,
+            )?);
         }
         None => {
             servers.push(serve!(content_service(&p)?, p.sock("content"), rx));
-            servers.push(serve!(snapshots_service(&p, &p.sock("content"))?, p.sock("snapshots"), rx));
-            servers.push(serve!(tasks_service(&p, shim_path(cli.shim))?, p.sock("tasks"), rx));
+            servers.push(serve!(
+                snapshots_service(&p, &p.sock("content"))?,
+                p.sock("snapshots"),
+                rx
+            ));
+            servers.push(serve!(
+                tasks_service(&p, shim_path(cli.shim))?,
+                p.sock("tasks"),
+                rx
+            ));
             servers.push(serve!(network_service(&p)?, p.sock("network"), rx));
             let backends = berth_gateway::Backends {
                 content: connect_unix(p.sock("content")),
@@ -240,7 +279,8 @@ fn gateway(
     rx: &watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>>> {
     let gw = berth_gateway::Gateway::open(&p.root, backends).context("open gateway")?;
-    let incoming = unix_incoming(&socket).with_context(|| format!("listen on {}", socket.display()))?;
+    let incoming =
+        unix_incoming(&socket).with_context(|| format!("listen on {}", socket.display()))?;
     info!(socket = %socket.display(), "gateway serving");
     let rx = rx.clone();
     let server = {

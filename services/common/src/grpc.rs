@@ -74,7 +74,9 @@ pub fn request<T>(ns: &str, msg: T) -> Request<T> {
 /// Writes the current span's context into gRPC metadata.
 pub fn inject_trace_context(md: &mut MetadataMap) {
     let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut MetaInjector(md)));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut MetaInjector(md))
+    });
 }
 
 struct MetaInjector<'a>(&'a mut MetadataMap);
@@ -107,9 +109,39 @@ pub fn rpc_span(req: &http::Request<()>) -> tracing::Span {
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&HeaderExtractor(req.headers()))
     });
-    let span = tracing::info_span!("rpc", rpc.method = %req.uri().path(), otel.kind = "server");
+    let span = tracing::info_span!(
+        "rpc",
+        rpc.method = %req.uri().path(),
+        otel.kind = "server",
+        trace_id = tracing::field::Empty
+    );
     let _ = span.set_parent(parent);
+    record_trace_id(&span);
     span
+}
+
+/// Records the span's W3C trace ID as its `trace_id` field, so that log
+/// lines of one user action can be matched across processes.
+fn record_trace_id(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    if sc.is_valid() {
+        span.record("trace_id", tracing::field::display(sc.trace_id()));
+    }
+}
+
+/// Makes `span` a child of the trace named by the `TRACEPARENT` environment
+/// variable (W3C format), when it is set: a script or CI job can then tie a
+/// `berth` command into its own trace.
+pub fn parent_from_env(span: &tracing::Span) {
+    let Ok(tp) = std::env::var("TRACEPARENT") else {
+        return;
+    };
+    let mut carrier = std::collections::HashMap::new();
+    carrier.insert("traceparent".to_string(), tp);
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let _ = span.set_parent(cx);
 }
 
 /// Binds a unix socket (replacing a stale one) and returns the stream of
@@ -144,11 +176,12 @@ pub fn unix_incoming(path: &Path) -> Result<UnixListenerStream, GrpcError> {
 pub fn connect_unix(path: impl Into<PathBuf>) -> Channel {
     let path: PathBuf = path.into();
     // The URI is required by the API but unused by the connector.
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+    Endpoint::from_static("http://localhost").connect_with_connector_lazy(tower::service_fn(
+        move |_: Uri| {
             let path = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
+        },
+    ))
 }
 
 /// Parses an address of the form `unix:///path` or `/path`.

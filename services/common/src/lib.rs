@@ -7,4 +7,6 @@ pub mod reference;
 pub mod telemetry;
 pub mod time;
 
-pub use grpc::{connect_unix, namespace_of, request, unix_incoming, DEFAULT_NAMESPACE, NAMESPACE_KEY};
+pub use grpc::{
+    connect_unix, namespace_of, request, unix_incoming, DEFAULT_NAMESPACE, NAMESPACE_KEY,
+};

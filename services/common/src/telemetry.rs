@@ -24,9 +24,12 @@ impl Drop for TelemetryGuard {
 
 /// Whether the OTEL_* variables ask for trace export.
 pub fn otlp_enabled() -> bool {
-    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-        .iter()
-        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
         && std::env::var("OTEL_TRACES_EXPORTER").map_or(true, |v| v != "none")
 }
 
@@ -42,7 +45,10 @@ pub fn init(service_name: &str, default_level: &str) -> TelemetryGuard {
     let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
     let mut export_error = None;
     if otlp_enabled() {
-        match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+        {
             Ok(exporter) => builder = builder.with_batch_exporter(exporter),
             Err(e) => export_error = Some(e.to_string()),
         }

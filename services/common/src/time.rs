@@ -14,5 +14,7 @@ pub fn now_unix() -> i64 {
 
 /// Parses RFC 3339; `None` for empty or invalid input.
 pub fn parse_rfc3339(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }

@@ -84,7 +84,13 @@ impl ContainerRecord {
     /// The Docker inspect document.
     pub fn inspect(&self) -> Value {
         let st = &self.state;
-        let or_zero = |s: &str| if s.is_empty() { ZERO_TIME.to_string() } else { s.to_string() };
+        let or_zero = |s: &str| {
+            if s.is_empty() {
+                ZERO_TIME.to_string()
+            } else {
+                s.to_string()
+            }
+        };
         let network_mode = if self.host_config.network_mode.is_empty() {
             "none"
         } else {
@@ -185,7 +191,8 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     let n = name.strip_prefix('/').unwrap_or(name);
     let ok = n.len() >= 2
         && n.as_bytes()[0].is_ascii_alphanumeric()
-        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -196,16 +203,70 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 }
 
 const ADJECTIVES: &[&str] = &[
-    "admiring", "bold", "brave", "busy", "calm", "clever", "cool", "eager", "elastic", "festive",
-    "focused", "gallant", "happy", "hopeful", "jolly", "keen", "kind", "lucid", "modest", "nifty",
-    "optimistic", "peaceful", "quirky", "relaxed", "serene", "sharp", "stoic", "tender", "vibrant",
-    "wizardly", "youthful", "zealous",
+    "admiring",
+    "bold",
+    "brave",
+    "busy",
+    "calm",
+    "clever",
+    "cool",
+    "eager",
+    "elastic",
+    "festive",
+    "focused",
+    "gallant",
+    "happy",
+    "hopeful",
+    "jolly",
+    "keen",
+    "kind",
+    "lucid",
+    "modest",
+    "nifty",
+    "optimistic",
+    "peaceful",
+    "quirky",
+    "relaxed",
+    "serene",
+    "sharp",
+    "stoic",
+    "tender",
+    "vibrant",
+    "wizardly",
+    "youthful",
+    "zealous",
 ];
 const SURNAMES: &[&str] = &[
-    "albattani", "babbage", "bohr", "curie", "darwin", "dijkstra", "einstein", "euler", "fermi",
-    "galileo", "hopper", "hypatia", "kepler", "knuth", "lamport", "liskov", "lovelace", "mayer",
-    "newton", "noether", "pascal", "ritchie", "shannon", "thompson", "torvalds", "turing", "wing",
-    "wozniak", "yonath", "zhukovsky",
+    "albattani",
+    "babbage",
+    "bohr",
+    "curie",
+    "darwin",
+    "dijkstra",
+    "einstein",
+    "euler",
+    "fermi",
+    "galileo",
+    "hopper",
+    "hypatia",
+    "kepler",
+    "knuth",
+    "lamport",
+    "liskov",
+    "lovelace",
+    "mayer",
+    "newton",
+    "noether",
+    "pascal",
+    "ritchie",
+    "shannon",
+    "thompson",
+    "torvalds",
+    "turing",
+    "wing",
+    "wozniak",
+    "yonath",
+    "zhukovsky",
 ];
 
 /// A random Docker-style name such as "brave_turing".

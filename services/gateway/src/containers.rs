@@ -17,8 +17,8 @@ use berth_proto::gateway::v1::{
 use berth_proto::network::v1::{AttachRequest as NetAttach, DetachRequest as NetDetach};
 use berth_proto::snapshots::v1::{MountsRequest, PrepareRequest, RemoveRequest};
 use berth_proto::tasks::v1::{
-    CreateTaskRequest, DeleteRequest, KillRequest, StartRequest, StateRequest, Status as TaskStatus,
-    WaitRequest,
+    CreateTaskRequest, DeleteRequest, KillRequest, StartRequest, StateRequest,
+    Status as TaskStatus, WaitRequest,
 };
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
@@ -26,7 +26,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::container::{new_id, random_name, validate_name, ContainerConfig, ContainerRecord, HostConfig, State};
+use crate::container::{
+    new_id, random_name, validate_name, ContainerConfig, ContainerRecord, HostConfig, State,
+};
 use crate::error::{Error, Result};
 use crate::logs::{self, Tailer};
 use crate::spec;
@@ -47,15 +49,22 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         return Err(Error::InvalidArgument(format!("Invalid signal: {s}")));
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
     nix::sys::signal::Signal::from_str(&name)
         .map(|sig| sig as i32)
         .map_err(|_| Error::InvalidArgument(format!("Invalid signal: {s}")))
 }
 
 fn strings(v: &Value) -> Option<Vec<String>> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+    v.as_array().map(|a| {
+        a.iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect()
+    })
 }
 
 fn env_key(e: &str) -> &str {
@@ -122,7 +131,13 @@ impl Inner {
     }
 
     /// Changes a record in memory and in the store.
-    fn update(&self, ns: &str, id: &str, durable: bool, f: impl FnOnce(&mut ContainerRecord)) -> Result<ContainerRecord> {
+    fn update(
+        &self,
+        ns: &str,
+        id: &str,
+        durable: bool,
+        f: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord> {
         let rec = {
             let mut map = self.containers.lock().unwrap();
             let rec = map
@@ -143,7 +158,11 @@ impl Inner {
         });
     }
 
-    async fn create_container(&self, ns: &str, req: CreateContainerRequest) -> Result<CreateContainerResponse> {
+    async fn create_container(
+        &self,
+        ns: &str,
+        req: CreateContainerRequest,
+    ) -> Result<CreateContainerResponse> {
         let (image, _) = self.resolve_image(ns, &req.image).await?;
         let mut name = req.name.trim_start_matches('/').to_string();
         if !name.is_empty() {
@@ -163,7 +182,10 @@ impl Inner {
         let id = new_id();
         // Docker's rules: an explicit entrypoint drops the image's Cmd.
         let (entrypoint, cmd) = match &req.entrypoint {
-            Some(ep) => (Some(ep.values.clone()), req.cmd.as_ref().map(|c| c.values.clone())),
+            Some(ep) => (
+                Some(ep.values.clone()),
+                req.cmd.as_ref().map(|c| c.values.clone()),
+            ),
             None => (
                 strings(&icfg["Entrypoint"]),
                 match &req.cmd {
@@ -187,13 +209,19 @@ impl Inner {
         }
         for e in &req.env {
             if env_key(e).is_empty() {
-                return Err(Error::InvalidArgument(format!("invalid environment variable: {e}")));
+                return Err(Error::InvalidArgument(format!(
+                    "invalid environment variable: {e}"
+                )));
             }
         }
         let env = merge_env(env, &req.env);
         let mut labels: BTreeMap<String, String> = icfg["Labels"]
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
             .unwrap_or_default();
         labels.extend(req.labels.clone());
         let hostname = if !req.hostname.is_empty() {
@@ -206,7 +234,9 @@ impl Inner {
             id[..12].to_string()
         };
         if hostname.len() > 64 || hostname.contains(['/', ' ', '\0']) {
-            return Err(Error::InvalidArgument(format!("invalid hostname {hostname:?}")));
+            return Err(Error::InvalidArgument(format!(
+                "invalid hostname {hostname:?}"
+            )));
         }
         let working_dir = if req.working_dir.is_empty() {
             icfg["WorkingDir"].as_str().unwrap_or_default().to_string()
@@ -300,7 +330,8 @@ impl Inner {
                 ))
                 .await
                 .map_err(Error::service("snapshots"))?;
-            std::fs::create_dir_all(&dir).map_err(Error::io(format!("create {}", dir.display())))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(Error::io(format!("create {}", dir.display())))?;
             std::fs::write(dir.join("hostname"), format!("{}\n", rec.config.hostname))
                 .map_err(Error::io("write hostname"))?;
             let hosts = if network_mode == "host" {
@@ -310,7 +341,8 @@ impl Inner {
             };
             std::fs::write(dir.join("hosts"), hosts).map_err(Error::io("write hosts"))?;
             let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            std::fs::write(dir.join("resolv.conf"), resolv).map_err(Error::io("write resolv.conf"))?;
+            std::fs::write(dir.join("resolv.conf"), resolv)
+                .map_err(Error::io("write resolv.conf"))?;
             std::fs::File::create(rec.log_path()).map_err(Error::io("create log file"))?;
             let mut done = rec.clone();
             done.removing = false;
@@ -320,35 +352,59 @@ impl Inner {
         .await;
         if let Err(e) = setup {
             // Leave nothing behind.
-            self.containers.lock().unwrap().remove(&(ns.to_string(), id.clone()));
+            self.containers
+                .lock()
+                .unwrap()
+                .remove(&(ns.to_string(), id.clone()));
             let _ = self
                 .snapshots
                 .clone()
-                .remove(request(ns, RemoveRequest { key: rec.snapshot_key.clone() }))
+                .remove(request(
+                    ns,
+                    RemoveRequest {
+                        key: rec.snapshot_key.clone(),
+                    },
+                ))
                 .await;
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
-        if let Some(r) = self.containers.lock().unwrap().get_mut(&(ns.to_string(), id.clone())) {
+        if let Some(r) = self
+            .containers
+            .lock()
+            .unwrap()
+            .get_mut(&(ns.to_string(), id.clone()))
+        {
             r.removing = false;
         }
         info!(id = %id, name = %name, "created container");
-        Ok(CreateContainerResponse { id, warnings: vec![] })
+        Ok(CreateContainerResponse {
+            id,
+            warnings: vec![],
+        })
     }
 
     async fn start_container(self: &Arc<Self>, ns: &str, r: &str) -> Result<()> {
         let id = self.find(ns, r)?.id;
         let lock = self.op_lock(ns, &id);
         let _guard = lock.lock().await;
-        let rec = self.get(ns, &id).ok_or_else(|| Error::NotFound(format!("No such container: {r}")))?;
+        let rec = self
+            .get(ns, &id)
+            .ok_or_else(|| Error::NotFound(format!("No such container: {r}")))?;
         if rec.removing {
-            return Err(Error::FailedPrecondition(format!("container {r} is being removed")));
+            return Err(Error::FailedPrecondition(format!(
+                "container {r} is being removed"
+            )));
         }
         if rec.state.running() {
             return Ok(());
         }
         // Leftovers of an earlier run.
-        let _ = self.tasks.clone().delete(request(ns, DeleteRequest { id: id.clone() })).await;
+        let _ = self
+            .tasks
+            .clone()
+            .delete(request(ns, DeleteRequest { id: id.clone() }))
+            .await;
 
         let netns = self
             .network
@@ -368,7 +424,12 @@ impl Inner {
             let mounts = self
                 .snapshots
                 .clone()
-                .mounts(request(ns, MountsRequest { key: rec.snapshot_key.clone() }))
+                .mounts(request(
+                    ns,
+                    MountsRequest {
+                        key: rec.snapshot_key.clone(),
+                    },
+                ))
                 .await
                 .map_err(Error::service("snapshots"))?
                 .into_inner()
@@ -381,7 +442,8 @@ impl Inner {
                     ns,
                     CreateTaskRequest {
                         id: id.clone(),
-                        spec: serde_json::to_vec(&spec).map_err(|e| Error::Internal(e.to_string()))?,
+                        spec: serde_json::to_vec(&spec)
+                            .map_err(|e| Error::Internal(e.to_string()))?,
                         rootfs: mounts,
                         log_path: rec.log_path(),
                     },
@@ -415,11 +477,20 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
-                let _ = self.tasks.clone().delete(request(ns, DeleteRequest { id: id.clone() })).await;
+                let _ = self
+                    .tasks
+                    .clone()
+                    .delete(request(ns, DeleteRequest { id: id.clone() }))
+                    .await;
                 let _ = self
                     .network
                     .clone()
-                    .detach(request(ns, NetDetach { container_id: id.clone() }))
+                    .detach(request(
+                        ns,
+                        NetDetach {
+                            container_id: id.clone(),
+                        },
+                    ))
                     .await;
                 let (code, msg) = match &e {
                     Error::Exec { exit_code, message } => (*exit_code, message.clone()),
@@ -443,14 +514,21 @@ impl Inner {
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(200);
             loop {
-                match self.tasks.clone().wait(request(&ns, WaitRequest { id: id.clone() })).await {
+                match self
+                    .tasks
+                    .clone()
+                    .wait(request(&ns, WaitRequest { id: id.clone() }))
+                    .await
+                {
                     Ok(r) => {
                         let r = r.into_inner();
-                        self.handle_exit(&ns, &id, r.exit_status as i64, r.exited_at).await;
+                        self.handle_exit(&ns, &id, r.exit_status as i64, r.exited_at)
+                            .await;
                         return;
                     }
                     Err(s) if s.code() == Code::NotFound => {
-                        self.handle_exit(&ns, &id, 255, berth_common::time::now_rfc3339()).await;
+                        self.handle_exit(&ns, &id, 255, berth_common::time::now_rfc3339())
+                            .await;
                         return;
                     }
                     Err(s) => {
@@ -468,7 +546,11 @@ impl Inner {
     }
 
     async fn handle_exit(self: &Arc<Self>, ns: &str, id: &str, code: i64, exited_at: String) {
-        let exited_at = if exited_at.is_empty() { berth_common::time::now_rfc3339() } else { exited_at };
+        let exited_at = if exited_at.is_empty() {
+            berth_common::time::now_rfc3339()
+        } else {
+            exited_at
+        };
         let rec = match self.update(ns, id, false, |c| {
             c.state.status = "exited".into();
             c.state.pid = 0;
@@ -482,11 +564,20 @@ impl Inner {
             }
         };
         info!(id, code, "container exited");
-        let _ = self.tasks.clone().delete(request(ns, DeleteRequest { id: id.to_string() })).await;
+        let _ = self
+            .tasks
+            .clone()
+            .delete(request(ns, DeleteRequest { id: id.to_string() }))
+            .await;
         let _ = self
             .network
             .clone()
-            .detach(request(ns, NetDetach { container_id: id.to_string() }))
+            .detach(request(
+                ns,
+                NetDetach {
+                    container_id: id.to_string(),
+                },
+            ))
             .await;
         if rec.host_config.auto_remove {
             self.destroy(ns, &rec).await;
@@ -502,7 +593,12 @@ impl Inner {
         if let Err(s) = self
             .snapshots
             .clone()
-            .remove(request(ns, RemoveRequest { key: rec.snapshot_key.clone() }))
+            .remove(request(
+                ns,
+                RemoveRequest {
+                    key: rec.snapshot_key.clone(),
+                },
+            ))
             .await
         {
             if s.code() != Code::NotFound {
@@ -513,12 +609,24 @@ impl Inner {
         if let Err(e) = self.store.delete(ns, &rec.id) {
             warn!(id = %rec.id, "removing record: {e}");
         }
-        self.containers.lock().unwrap().remove(&(ns.to_string(), rec.id.clone()));
-        self.op_locks.lock().unwrap().remove(&(ns.to_string(), rec.id.clone()));
+        self.containers
+            .lock()
+            .unwrap()
+            .remove(&(ns.to_string(), rec.id.clone()));
+        self.op_locks
+            .lock()
+            .unwrap()
+            .remove(&(ns.to_string(), rec.id.clone()));
     }
 
     /// Waits until the container is no longer running, up to `limit`.
-    async fn wait_stopped(&self, ns: &str, id: &str, rx: &mut broadcast::Receiver<Event>, limit: Duration) -> bool {
+    async fn wait_stopped(
+        &self,
+        ns: &str,
+        id: &str,
+        rx: &mut broadcast::Receiver<Event>,
+        limit: Duration,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if self.get(ns, id).is_none_or(|c| !c.state.running()) {
@@ -526,7 +634,11 @@ impl Inner {
             }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Err(_) => return false,
-                Ok(Ok(ev)) if ev.ns == ns && ev.id == id && matches!(ev.kind, EventKind::Die(_)) => return true,
+                Ok(Ok(ev))
+                    if ev.ns == ns && ev.id == id && matches!(ev.kind, EventKind::Die(_)) =>
+                {
+                    return true
+                }
                 Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
                 Ok(Err(broadcast::error::RecvError::Closed)) => return false,
             }
@@ -567,7 +679,11 @@ impl Inner {
         let secs = timeout.or(rec.config.stop_timeout).unwrap_or(10);
         let mut rx = self.events.subscribe();
         self.signal(ns, &rec.id, sig).await?;
-        let limit = if secs < 0 { Duration::from_secs(u64::MAX / 4) } else { Duration::from_secs(secs as u64) };
+        let limit = if secs < 0 {
+            Duration::from_secs(u64::MAX / 4)
+        } else {
+            Duration::from_secs(secs as u64)
+        };
         if self.wait_stopped(ns, &rec.id, &mut rx, limit).await {
             return Ok(());
         }
@@ -575,7 +691,9 @@ impl Inner {
         if self.wait_stopped(ns, &rec.id, &mut rx, KILL_WAIT).await {
             Ok(())
         } else {
-            Err(Error::Internal(format!("container {r} did not stop after SIGKILL")))
+            Err(Error::Internal(format!(
+                "container {r} did not stop after SIGKILL"
+            )))
         }
     }
 
@@ -595,7 +713,9 @@ impl Inner {
         let id = self.find(ns, r)?.id;
         let lock = self.op_lock(ns, &id);
         let _guard = lock.lock().await;
-        let rec = self.get(ns, &id).ok_or_else(|| Error::NotFound(format!("No such container: {r}")))?;
+        let rec = self
+            .get(ns, &id)
+            .ok_or_else(|| Error::NotFound(format!("No such container: {r}")))?;
         if rec.state.running() {
             if !force {
                 return Err(Error::FailedPrecondition(format!(
@@ -605,14 +725,21 @@ impl Inner {
             let mut rx = self.events.subscribe();
             self.signal(ns, &id, libc::SIGKILL).await?;
             if !self.wait_stopped(ns, &id, &mut rx, KILL_WAIT).await {
-                return Err(Error::Internal(format!("container {r} did not stop after SIGKILL")));
+                return Err(Error::Internal(format!(
+                    "container {r} did not stop after SIGKILL"
+                )));
             }
         }
         let Some(rec) = self.get(ns, &id) else {
             return Ok(()); // auto-removed meanwhile
         };
         let _ = self.update(ns, &id, false, |c| c.removing = true);
-        match self.tasks.clone().delete(request(ns, DeleteRequest { id: id.clone() })).await {
+        match self
+            .tasks
+            .clone()
+            .delete(request(ns, DeleteRequest { id: id.clone() }))
+            .await
+        {
             Ok(_) => {}
             Err(s) if s.code() == Code::NotFound => {}
             Err(s) => {
@@ -623,7 +750,12 @@ impl Inner {
         let _ = self
             .network
             .clone()
-            .detach(request(ns, NetDetach { container_id: id.clone() }))
+            .detach(request(
+                ns,
+                NetDetach {
+                    container_id: id.clone(),
+                },
+            ))
             .await;
         self.destroy(ns, &rec).await;
         self.publish(ns, &id, EventKind::Destroy);
@@ -638,7 +770,11 @@ impl Inner {
         match condition {
             "" | "not-running" if !rec.state.running() => return Ok(rec.state.exit_code),
             "" | "not-running" | "next-exit" | "removed" => {}
-            other => return Err(Error::InvalidArgument(format!("invalid condition: \"{other}\""))),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid condition: \"{other}\""
+                )))
+            }
         }
         let mut last_code = rec.state.exit_code;
         loop {
@@ -652,7 +788,9 @@ impl Inner {
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => match self.get(ns, &id) {
                     None => return Ok(last_code),
-                    Some(c) if !c.state.running() && condition != "removed" => return Ok(c.state.exit_code),
+                    Some(c) if !c.state.running() && condition != "removed" => {
+                        return Ok(c.state.exit_code)
+                    }
                     _ => {}
                 },
                 Err(broadcast::error::RecvError::Closed) => {
@@ -676,14 +814,23 @@ pub(crate) async fn recover(inner: Arc<Inner>) {
     for (ns, id) in running {
         let mut attempts = 0;
         loop {
-            match inner.tasks.clone().state(request(&ns, StateRequest { id: id.clone() })).await {
+            match inner
+                .tasks
+                .clone()
+                .state(request(&ns, StateRequest { id: id.clone() }))
+                .await
+            {
                 Ok(st) => {
                     let st = st.into_inner();
-                    if st.status == TaskStatus::Running as i32 || st.status == TaskStatus::Paused as i32 {
+                    if st.status == TaskStatus::Running as i32
+                        || st.status == TaskStatus::Paused as i32
+                    {
                         let _ = inner.update(&ns, &id, false, |c| c.state.pid = st.pid);
                         inner.clone().spawn_watcher(ns.clone(), id.clone());
                     } else {
-                        inner.handle_exit(&ns, &id, st.exit_status as i64, st.exited_at).await;
+                        inner
+                            .handle_exit(&ns, &id, st.exit_status as i64, st.exited_at)
+                            .await;
                     }
                     break;
                 }
@@ -711,32 +858,49 @@ pub struct ContainersApi(pub(crate) Arc<Inner>);
 
 #[tonic::async_trait]
 impl Containers for ContainersApi {
-    async fn create(&self, req: Request<CreateContainerRequest>) -> std::result::Result<Response<CreateContainerResponse>, Status> {
+    async fn create(
+        &self,
+        req: Request<CreateContainerRequest>,
+    ) -> std::result::Result<Response<CreateContainerResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
-        Ok(Response::new(self.0.create_container(&ns, req.into_inner()).await?))
+        Ok(Response::new(
+            self.0.create_container(&ns, req.into_inner()).await?,
+        ))
     }
 
-    async fn start(&self, req: Request<ContainerRef>) -> std::result::Result<Response<StartContainerResponse>, Status> {
+    async fn start(
+        &self,
+        req: Request<ContainerRef>,
+    ) -> std::result::Result<Response<StartContainerResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         self.0.start_container(&ns, &req.get_ref().id).await?;
         Ok(Response::new(StartContainerResponse {}))
     }
 
-    async fn stop(&self, req: Request<StopContainerRequest>) -> std::result::Result<Response<Empty>, Status> {
+    async fn stop(
+        &self,
+        req: Request<StopContainerRequest>,
+    ) -> std::result::Result<Response<Empty>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let r = req.get_ref();
         self.0.stop_container(&ns, &r.id, r.timeout).await?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn kill(&self, req: Request<KillContainerRequest>) -> std::result::Result<Response<Empty>, Status> {
+    async fn kill(
+        &self,
+        req: Request<KillContainerRequest>,
+    ) -> std::result::Result<Response<Empty>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let r = req.get_ref();
         self.0.kill_container(&ns, &r.id, &r.signal).await?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn wait(&self, req: Request<WaitContainerRequest>) -> std::result::Result<Response<WaitContainerResponse>, Status> {
+    async fn wait(
+        &self,
+        req: Request<WaitContainerRequest>,
+    ) -> std::result::Result<Response<WaitContainerResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let r = req.get_ref();
         let code = self.0.wait_container(&ns, &r.id, &r.condition).await?;
@@ -746,14 +910,20 @@ impl Containers for ContainersApi {
         }))
     }
 
-    async fn remove(&self, req: Request<RemoveContainerRequest>) -> std::result::Result<Response<Empty>, Status> {
+    async fn remove(
+        &self,
+        req: Request<RemoveContainerRequest>,
+    ) -> std::result::Result<Response<Empty>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let r = req.get_ref();
         self.0.remove_container(&ns, &r.id, r.force).await?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn list(&self, req: Request<ListContainersRequest>) -> std::result::Result<Response<ListContainersResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListContainersRequest>,
+    ) -> std::result::Result<Response<ListContainersResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let all = req.get_ref().all;
         let mut recs: Vec<ContainerRecord> = self
@@ -762,7 +932,11 @@ impl Containers for ContainersApi {
             .lock()
             .unwrap()
             .values()
-            .filter(|c| c.namespace == ns && !(c.removing && c.state.status == "created") && (all || c.state.running()))
+            .filter(|c| {
+                c.namespace == ns
+                    && !(c.removing && c.state.status == "created")
+                    && (all || c.state.running())
+            })
             .cloned()
             .collect();
         recs.sort_by(|a, b| b.created.cmp(&a.created));
@@ -771,7 +945,11 @@ impl Containers for ContainersApi {
             .map(|c| ContainerSummary {
                 command: c.command_line(),
                 created: berth_common::time::parse_rfc3339(&c.created).map_or(0, |t| t.timestamp()),
-                state: if c.removing { "removing".into() } else { c.state.status.clone() },
+                state: if c.removing {
+                    "removing".into()
+                } else {
+                    c.state.status.clone()
+                },
                 exit_code: c.state.exit_code,
                 started_at: c.state.started_at.clone(),
                 finished_at: c.state.finished_at.clone(),
@@ -786,17 +964,24 @@ impl Containers for ContainersApi {
         Ok(Response::new(ListContainersResponse { containers }))
     }
 
-    async fn inspect(&self, req: Request<ContainerRef>) -> std::result::Result<Response<InspectResponse>, Status> {
+    async fn inspect(
+        &self,
+        req: Request<ContainerRef>,
+    ) -> std::result::Result<Response<InspectResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let rec = self.0.find(&ns, &req.get_ref().id)?;
         Ok(Response::new(InspectResponse {
-            json: serde_json::to_string(&rec.inspect()).map_err(|e| Status::internal(e.to_string()))?,
+            json: serde_json::to_string(&rec.inspect())
+                .map_err(|e| Status::internal(e.to_string()))?,
         }))
     }
 
     type LogsStream = EntryStream<LogEntry>;
 
-    async fn logs(&self, req: Request<LogsRequest>) -> std::result::Result<Response<Self::LogsStream>, Status> {
+    async fn logs(
+        &self,
+        req: Request<LogsRequest>,
+    ) -> std::result::Result<Response<Self::LogsStream>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let r = req.into_inner();
         let rec = self.0.find(&ns, &r.id)?;
@@ -838,7 +1023,10 @@ impl Containers for ContainersApi {
 
     type AttachStream = EntryStream<AttachResponse>;
 
-    async fn attach(&self, req: Request<AttachRequest>) -> std::result::Result<Response<Self::AttachStream>, Status> {
+    async fn attach(
+        &self,
+        req: Request<AttachRequest>,
+    ) -> std::result::Result<Response<Self::AttachStream>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let r = req.into_inner();
         let rec = self.0.find(&ns, &r.id)?;

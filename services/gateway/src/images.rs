@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use berth_common::reference;
 use berth_common::request;
 use berth_proto::content::v1::{
-    import_image_request, GetImageRequest, Image, ImportHeader as ContentImportHeader,
-    ImportImageRequest, ListImagesRequest as ContentListImages, PutImageRequest, ReadRequest,
-    DeleteImageRequest,
+    import_image_request, DeleteImageRequest, GetImageRequest, Image,
+    ImportHeader as ContentImportHeader, ImportImageRequest,
+    ListImagesRequest as ContentListImages, PutImageRequest, ReadRequest,
 };
 use berth_proto::gateway::v1::images_server::Images;
 use berth_proto::gateway::v1::{
@@ -16,7 +16,9 @@ use berth_proto::gateway::v1::{
     InspectResponse, ListImagesRequest, ListImagesResponse, RemoveImageRequest,
     RemoveImageResponse, TagRequest, TagResponse,
 };
-use berth_proto::snapshots::v1::{ApplyRequest, CommitRequest, PrepareRequest, RemoveRequest, StatRequest};
+use berth_proto::snapshots::v1::{
+    ApplyRequest, CommitRequest, PrepareRequest, RemoveRequest, StatRequest,
+};
 use berth_proto::types::v1::Descriptor;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -92,7 +94,9 @@ fn is_hex_prefix(s: &str) -> bool {
 
 /// The familiar form of a full name, for display.
 pub fn familiar(full: &str) -> String {
-    reference::parse(full).map(|r| r.familiar()).unwrap_or_else(|_| full.to_string())
+    reference::parse(full)
+        .map(|r| r.familiar())
+        .unwrap_or_else(|_| full.to_string())
 }
 
 impl Inner {
@@ -118,12 +122,18 @@ impl Inner {
         Ok(out)
     }
 
-    pub(crate) async fn image_info(&self, ns: &str, manifest: &Descriptor) -> Result<Arc<ImageInfo>> {
+    pub(crate) async fn image_info(
+        &self,
+        ns: &str,
+        manifest: &Descriptor,
+    ) -> Result<Arc<ImageInfo>> {
         if let Some(i) = self.images.0.lock().unwrap().get(&manifest.digest) {
             return Ok(i.clone());
         }
         let m: Value = serde_json::from_slice(&self.read_blob(ns, &manifest.digest).await?)
-            .map_err(|e| Error::Internal(format!("manifest {} is not JSON: {e}", manifest.digest)))?;
+            .map_err(|e| {
+                Error::Internal(format!("manifest {} is not JSON: {e}", manifest.digest))
+            })?;
         let desc = |v: &Value| Descriptor {
             media_type: v["mediaType"].as_str().unwrap_or_default().to_string(),
             digest: v["digest"].as_str().unwrap_or_default().to_string(),
@@ -131,12 +141,24 @@ impl Inner {
             annotations: Default::default(),
         };
         let config_desc = desc(&m["config"]);
-        let layers: Vec<Descriptor> = m["layers"].as_array().map(|a| a.iter().map(desc).collect()).unwrap_or_default();
+        let layers: Vec<Descriptor> = m["layers"]
+            .as_array()
+            .map(|a| a.iter().map(desc).collect())
+            .unwrap_or_default();
         let config: Value = serde_json::from_slice(&self.read_blob(ns, &config_desc.digest).await?)
-            .map_err(|e| Error::Internal(format!("image config {} is not JSON: {e}", config_desc.digest)))?;
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "image config {} is not JSON: {e}",
+                    config_desc.digest
+                ))
+            })?;
         let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         if diff_ids.len() != layers.len() {
             return Err(Error::Internal(format!(
@@ -153,7 +175,11 @@ impl Inner {
             layers,
             diff_ids,
         });
-        self.images.0.lock().unwrap().insert(manifest.digest.clone(), info.clone());
+        self.images
+            .0
+            .lock()
+            .unwrap()
+            .insert(manifest.digest.clone(), info.clone());
         Ok(info)
     }
 
@@ -170,7 +196,11 @@ impl Inner {
 
     /// Finds an image by name, full ID or ID prefix. Returns it and the full
     /// name it was found by (None when found by ID).
-    pub(crate) async fn resolve_image(&self, ns: &str, name: &str) -> Result<(Arc<ImageInfo>, Option<String>)> {
+    pub(crate) async fn resolve_image(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<(Arc<ImageInfo>, Option<String>)> {
         let not_found = || Error::NotFound(format!("No such image: {name}"));
         if name.is_empty() {
             return Err(Error::InvalidArgument("no image given".into()));
@@ -186,7 +216,9 @@ impl Inner {
             {
                 Ok(img) => {
                     let img = img.into_inner();
-                    let target = img.target.ok_or_else(|| Error::Internal(format!("image {full} has no target")))?;
+                    let target = img
+                        .target
+                        .ok_or_else(|| Error::Internal(format!("image {full} has no target")))?;
                     return Ok((self.image_info(ns, &target).await?, Some(full)));
                 }
                 Err(s) if s.code() == Code::NotFound => {}
@@ -199,7 +231,11 @@ impl Inner {
                 Ok(_) => Err(not_found()),
             };
         }
-        let want = if name.starts_with("sha256:") { name.to_string() } else { format!("sha256:{name}") };
+        let want = if name.starts_with("sha256:") {
+            name.to_string()
+        } else {
+            format!("sha256:{name}")
+        };
         let mut found: Option<Arc<ImageInfo>> = None;
         for rec in self.image_records(ns).await? {
             let Some(target) = rec.target else { continue };
@@ -233,7 +269,12 @@ impl Inner {
             let exists = self
                 .snapshots
                 .clone()
-                .stat(request(ns, StatRequest { key: chain_id.clone() }))
+                .stat(request(
+                    ns,
+                    StatRequest {
+                        key: chain_id.clone(),
+                    },
+                ))
                 .await;
             match exists {
                 Ok(_) => {
@@ -244,7 +285,11 @@ impl Inner {
                 Err(s) if s.code() == Code::NotFound => {}
                 Err(s) => return Err(Error::service("snapshots")(s)),
             }
-            let key = format!("extract-{}-{}", crate::container::new_id().get(..12).unwrap_or(""), chain_id);
+            let key = format!(
+                "extract-{}-{}",
+                crate::container::new_id().get(..12).unwrap_or(""),
+                chain_id
+            );
             self.snapshots
                 .clone()
                 .prepare(request(
@@ -302,10 +347,18 @@ impl Inner {
                 Ok(true) => unpacked_any = true,
                 Ok(false) => {
                     unpacked_all = false;
-                    let _ = self.snapshots.clone().remove(request(ns, RemoveRequest { key: key.clone() })).await;
+                    let _ = self
+                        .snapshots
+                        .clone()
+                        .remove(request(ns, RemoveRequest { key: key.clone() }))
+                        .await;
                 }
                 Err(e) => {
-                    let _ = self.snapshots.clone().remove(request(ns, RemoveRequest { key })).await;
+                    let _ = self
+                        .snapshots
+                        .clone()
+                        .remove(request(ns, RemoveRequest { key }))
+                        .await;
                     return Err(e);
                 }
             }
@@ -329,22 +382,39 @@ impl Inner {
             .image_records(ns)
             .await?
             .into_iter()
-            .filter(|r| r.target.as_ref().is_some_and(|t| t.digest == info.manifest.digest))
+            .filter(|r| {
+                r.target
+                    .as_ref()
+                    .is_some_and(|t| t.digest == info.manifest.digest)
+            })
             .map(|r| r.name)
             .collect())
     }
 
-    async fn import(&self, ns: &str, mut incoming: Streaming<ImportRequest>) -> Result<ImportResponse> {
-        let header = match incoming.message().await.map_err(|s| Error::InvalidArgument(s.message().to_string()))? {
+    async fn import(
+        &self,
+        ns: &str,
+        mut incoming: Streaming<ImportRequest>,
+    ) -> Result<ImportResponse> {
+        let header = match incoming
+            .message()
+            .await
+            .map_err(|s| Error::InvalidArgument(s.message().to_string()))?
+        {
             Some(ImportRequest {
                 payload: Some(import_request::Payload::Header(h)),
             }) => h,
-            _ => return Err(Error::InvalidArgument("the first import message must be the header".into())),
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "the first import message must be the header".into(),
+                ))
+            }
         };
         let name = if header.reference.is_empty() {
             String::new()
         } else {
-            let r = reference::parse(&header.reference).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            let r = reference::parse(&header.reference)
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
             if r.digest().is_some() {
                 return Err(Error::InvalidArgument(
                     "an imported image can be given a tag, not a digest".into(),
@@ -358,7 +428,11 @@ impl Inner {
                 name: name.clone(),
                 changes: header.changes,
                 message: header.message,
-                source: if header.source.is_empty() { "-".into() } else { header.source },
+                source: if header.source.is_empty() {
+                    "-".into()
+                } else {
+                    header.source
+                },
                 os: String::new(),
                 architecture: String::new(),
             })),
@@ -404,7 +478,9 @@ impl Inner {
         }
         .map_err(Error::service("content"))?
         .into_inner();
-        let manifest = resp.manifest.ok_or_else(|| Error::Internal("import returned no manifest".into()))?;
+        let manifest = resp
+            .manifest
+            .ok_or_else(|| Error::Internal("import returned no manifest".into()))?;
         let info = self.image_info(ns, &manifest).await?;
         if let Err(e) = self.ensure_unpacked(ns, &info).await {
             // An image that cannot be unpacked is not kept.
@@ -420,7 +496,11 @@ impl Inner {
         info!(id = %info.id, name = %name, "imported image");
         Ok(ImportResponse {
             id: info.id.clone(),
-            reference: if name.is_empty() { String::new() } else { familiar(&name) },
+            reference: if name.is_empty() {
+                String::new()
+            } else {
+                familiar(&name)
+            },
         })
     }
 
@@ -434,7 +514,11 @@ impl Inner {
             .collect()
     }
 
-    async fn remove_image(&self, ns: &str, req: &RemoveImageRequest) -> Result<RemoveImageResponse> {
+    async fn remove_image(
+        &self,
+        ns: &str,
+        req: &RemoveImageRequest,
+    ) -> Result<RemoveImageResponse> {
         let (info, by_name) = self.resolve_image(ns, &req.reference).await?;
         let names = self.names_of(ns, &info).await?;
         let users = self.containers_using(ns, &info.id);
@@ -505,7 +589,12 @@ impl Inner {
                 match self
                     .snapshots
                     .clone()
-                    .remove(request(ns, RemoveRequest { key: chain_id.clone() }))
+                    .remove(request(
+                        ns,
+                        RemoveRequest {
+                            key: chain_id.clone(),
+                        },
+                    ))
                     .await
                 {
                     Ok(_) => resp.deleted.push(chain_id.clone()),
@@ -583,18 +672,27 @@ pub struct ImagesApi(pub(crate) Arc<Inner>);
 
 #[tonic::async_trait]
 impl Images for ImagesApi {
-    async fn import(&self, req: Request<Streaming<ImportRequest>>) -> Result<Response<ImportResponse>, Status> {
+    async fn import(
+        &self,
+        req: Request<Streaming<ImportRequest>>,
+    ) -> Result<Response<ImportResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         Ok(Response::new(self.0.import(&ns, req.into_inner()).await?))
     }
 
-    async fn list(&self, req: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let mut by_manifest: Vec<(Arc<ImageInfo>, Vec<String>)> = Vec::new();
         for rec in self.0.image_records(&ns).await? {
             let Some(target) = rec.target else { continue };
             let info = self.0.image_info(&ns, &target).await?;
-            match by_manifest.iter_mut().find(|(i, _)| i.manifest.digest == info.manifest.digest) {
+            match by_manifest
+                .iter_mut()
+                .find(|(i, _)| i.manifest.digest == info.manifest.digest)
+            {
                 Some((_, names)) => names.push(familiar(&rec.name)),
                 None => by_manifest.push((info, vec![familiar(&rec.name)])),
             }
@@ -608,15 +706,22 @@ impl Images for ImagesApi {
                 size: self.0.image_size(&info),
                 labels: info.runtime_config()["Labels"]
                     .as_object()
-                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
             .collect();
-        images.sort_by(|a, b| b.created.cmp(&a.created));
+        images.sort_by_key(|i| std::cmp::Reverse(i.created));
         Ok(Response::new(ListImagesResponse { images }))
     }
 
-    async fn inspect(&self, req: Request<InspectImageRequest>) -> Result<Response<InspectResponse>, Status> {
+    async fn inspect(
+        &self,
+        req: Request<InspectImageRequest>,
+    ) -> Result<Response<InspectResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let (info, _) = self.0.resolve_image(&ns, &req.get_ref().reference).await?;
         let names = self.0.names_of(&ns, &info).await?;
@@ -630,9 +735,12 @@ impl Images for ImagesApi {
         let ns = berth_common::namespace_of(&req)?;
         let r = req.get_ref();
         let (info, _) = self.0.resolve_image(&ns, &r.source).await?;
-        let target = reference::parse(&r.target).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let target =
+            reference::parse(&r.target).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if target.digest().is_some() {
-            return Err(Status::invalid_argument("refusing to create a tag with a digest reference"));
+            return Err(Status::invalid_argument(
+                "refusing to create a tag with a digest reference",
+            ));
         }
         self.0
             .content
@@ -654,9 +762,14 @@ impl Images for ImagesApi {
         Ok(Response::new(TagResponse {}))
     }
 
-    async fn remove(&self, req: Request<RemoveImageRequest>) -> Result<Response<RemoveImageResponse>, Status> {
+    async fn remove(
+        &self,
+        req: Request<RemoveImageRequest>,
+    ) -> Result<Response<RemoveImageResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
-        Ok(Response::new(self.0.remove_image(&ns, req.get_ref()).await?))
+        Ok(Response::new(
+            self.0.remove_image(&ns, req.get_ref()).await?,
+        ))
     }
 }
 
@@ -675,7 +788,10 @@ mod tests {
         };
         let c = info.chain_ids();
         assert_eq!(c[0], "sha256:a");
-        let want = format!("sha256:{}", hex::encode(Sha256::digest(b"sha256:a sha256:b")));
+        let want = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(b"sha256:a sha256:b"))
+        );
         assert_eq!(c[1], want);
     }
 

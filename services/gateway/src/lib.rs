@@ -56,6 +56,9 @@ pub(crate) enum EventKind {
     Destroy,
 }
 
+/// Serialises operations on one container.
+type OpLock = Arc<tokio::sync::Mutex<()>>;
+
 pub(crate) struct Inner {
     root: PathBuf,
     content: ContentClient<Channel>,
@@ -66,7 +69,7 @@ pub(crate) struct Inner {
     /// Container records by (namespace, id).
     containers: Mutex<HashMap<(String, String), ContainerRecord>>,
     /// Serialises operations on one container.
-    op_locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    op_locks: Mutex<HashMap<(String, String), OpLock>>,
     events: broadcast::Sender<Event>,
     images: images::ImageCache,
 }
@@ -90,8 +93,7 @@ impl Gateway {
         let (events, _) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
             root: root.to_owned(),
-            content: ContentClient::new(backends.content)
-                .max_decoding_message_size(64 << 20),
+            content: ContentClient::new(backends.content).max_decoding_message_size(64 << 20),
             snapshots: SnapshotsClient::new(backends.snapshots),
             tasks: TasksClient::new(backends.tasks),
             network: NetworkClient::new(backends.network),
@@ -112,8 +114,7 @@ impl Gateway {
     }
 
     pub fn images_server(&self) -> ImagesServer<images::ImagesApi> {
-        ImagesServer::new(images::ImagesApi(self.inner.clone()))
-            .max_decoding_message_size(64 << 20)
+        ImagesServer::new(images::ImagesApi(self.inner.clone())).max_decoding_message_size(64 << 20)
     }
 
     pub fn containers_server(&self) -> ContainersServer<containers::ContainersApi> {

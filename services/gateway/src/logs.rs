@@ -77,10 +77,17 @@ impl Tailer {
 
 /// Keeps only wanted streams and the last `tail` entries (negative = all).
 pub fn select(entries: Vec<LogEntry>, stdout: bool, stderr: bool, tail: i64) -> Vec<LogEntry> {
-    let (stdout, stderr) = if !stdout && !stderr { (true, true) } else { (stdout, stderr) };
+    let (stdout, stderr) = if !stdout && !stderr {
+        (true, true)
+    } else {
+        (stdout, stderr)
+    };
     let mut v: Vec<LogEntry> = entries
         .into_iter()
-        .filter(|e| (e.stream == Stream::Stdout as i32 && stdout) || (e.stream == Stream::Stderr as i32 && stderr))
+        .filter(|e| {
+            (e.stream == Stream::Stdout as i32 && stdout)
+                || (e.stream == Stream::Stderr as i32 && stderr)
+        })
         .collect();
     if tail >= 0 && (tail as usize) < v.len() {
         v.drain(..v.len() - tail as usize);
@@ -94,7 +101,8 @@ mod tests {
 
     #[test]
     fn lines() {
-        let e = parse_line(br#"{"log":"hi\n","stream":"stderr","time":"2024-01-01T00:00:00Z"}"#).unwrap();
+        let e = parse_line(br#"{"log":"hi\n","stream":"stderr","time":"2024-01-01T00:00:00Z"}"#)
+            .unwrap();
         assert_eq!(e.data, b"hi\n");
         assert_eq!(e.stream, Stream::Stderr as i32);
         assert!(parse_line(b"garbage").is_none());
@@ -107,7 +115,11 @@ mod tests {
             data: d.as_bytes().to_vec(),
             time: String::new(),
         };
-        let all = vec![mk(Stream::Stdout, "1"), mk(Stream::Stderr, "2"), mk(Stream::Stdout, "3")];
+        let all = vec![
+            mk(Stream::Stdout, "1"),
+            mk(Stream::Stderr, "2"),
+            mk(Stream::Stdout, "3"),
+        ];
         assert_eq!(select(all.clone(), true, false, -1).len(), 2);
         assert_eq!(select(all.clone(), false, false, -1).len(), 3);
         let t = select(all, false, false, 1);
@@ -123,7 +135,8 @@ mod tests {
         assert!(t.read_available().await.is_empty());
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(b"{\"log\":\"new\\n\",\"stream\":\"stdout\"}\n{\"log\":\"par").unwrap();
+        f.write_all(b"{\"log\":\"new\\n\",\"stream\":\"stdout\"}\n{\"log\":\"par")
+            .unwrap();
         let got = t.read_available().await;
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].data, b"new\n");

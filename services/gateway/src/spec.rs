@@ -137,7 +137,9 @@ pub fn resolve_user(user: &str, layer_dirs: &[String]) -> Result<Identity> {
         )
     } else if let Some(f) = by_name {
         (
-            f[2].parse().map_err(|_| Error::InvalidArgument(format!("bad uid for user {u} in /etc/passwd")))?,
+            f[2].parse().map_err(|_| {
+                Error::InvalidArgument(format!("bad uid for user {u} in /etc/passwd"))
+            })?,
             f[3].parse().unwrap_or(0),
             Some(f[5].to_string()),
             Some(u.to_string()),
@@ -160,7 +162,9 @@ pub fn resolve_user(user: &str, layer_dirs: &[String]) -> Result<Identity> {
                 .find(|f| f[0] == g)
                 .and_then(|f| f[2].parse().ok())
                 .ok_or_else(|| {
-                    Error::InvalidArgument(format!("unable to find group {g}: no matching entries in group file"))
+                    Error::InvalidArgument(format!(
+                        "unable to find group {g}: no matching entries in group file"
+                    ))
                 })?,
         };
     }
@@ -188,7 +192,10 @@ pub fn resolve_user(user: &str, layer_dirs: &[String]) -> Result<Identity> {
 /// Builds config.json for the container.
 pub fn build(rec: &ContainerRecord, identity: &Identity, netns: Option<&str>) -> Value {
     let mut env = rec.config.env.clone();
-    let has = |env: &[String], k: &str| env.iter().any(|e| e.split_once('=').map_or(e.as_str(), |(a, _)| a) == k);
+    let has = |env: &[String], k: &str| {
+        env.iter()
+            .any(|e| e.split_once('=').map_or(e.as_str(), |(a, _)| a) == k)
+    };
     if !has(&env, "HOSTNAME") {
         env.push(format!("HOSTNAME={}", rec.config.hostname));
     }
@@ -197,7 +204,11 @@ pub fn build(rec: &ContainerRecord, identity: &Identity, netns: Option<&str>) ->
     }
     let mut args = vec![rec.path.clone()];
     args.extend(rec.args.iter().cloned());
-    let cwd = if rec.config.working_dir.is_empty() { "/".to_string() } else { rec.config.working_dir.clone() };
+    let cwd = if rec.config.working_dir.is_empty() {
+        "/".to_string()
+    } else {
+        rec.config.working_dir.clone()
+    };
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
@@ -264,7 +275,11 @@ mod tests {
     use super::*;
 
     fn image_with(passwd: &str, group: &str) -> (std::path::PathBuf, Vec<String>) {
-        let d = std::env::temp_dir().join(format!("berth-spec-{}-{}", std::process::id(), crate::container::new_id()));
+        let d = std::env::temp_dir().join(format!(
+            "berth-spec-{}-{}",
+            std::process::id(),
+            crate::container::new_id()
+        ));
         std::fs::create_dir_all(d.join("etc")).unwrap();
         std::fs::write(d.join("etc/passwd"), passwd).unwrap();
         std::fs::write(d.join("etc/group"), group).unwrap();
@@ -286,7 +301,10 @@ mod tests {
         let n = resolve_user("1234:5678", &dirs).unwrap();
         assert_eq!((n.uid, n.gid), (1234, 5678));
         assert_eq!(resolve_user("nobody:staff", &dirs).unwrap().gid, 50);
-        assert!(resolve_user("ghost", &dirs).unwrap_err().to_string().contains("unable to find user ghost"));
+        assert!(resolve_user("ghost", &dirs)
+            .unwrap_err()
+            .to_string()
+            .contains("unable to find user ghost"));
         assert!(resolve_user("app:ghost", &dirs).is_err());
         std::fs::remove_dir_all(d).unwrap();
     }

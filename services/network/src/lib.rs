@@ -49,17 +49,22 @@ impl NetworkService {
     /// Keeps namespace files under `state_dir/netns`.
     pub fn open(state_dir: &Path) -> Result<Self, Error> {
         let netns_dir = state_dir.join("netns");
-        fs::create_dir_all(&netns_dir).map_err(io_err(format!("create {}", netns_dir.display())))?;
+        fs::create_dir_all(&netns_dir)
+            .map_err(io_err(format!("create {}", netns_dir.display())))?;
         Ok(NetworkService { netns_dir })
     }
 
     fn path_for(&self, id: &str) -> Result<PathBuf, Error> {
         let ok = !id.is_empty()
             && id.len() <= 128
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
             && !id.starts_with('.');
         if !ok {
-            return Err(Error::InvalidArgument(format!("invalid container id {id:?}")));
+            return Err(Error::InvalidArgument(format!(
+                "invalid container id {id:?}"
+            )));
         }
         Ok(self.netns_dir.join(id))
     }
@@ -112,7 +117,7 @@ impl NetworkService {
 /// Whether `path` is a namespace file (a bind mount of nsfs).
 fn is_nsfs(path: &Path) -> bool {
     const NSFS_MAGIC: i64 = 0x6e73_6673;
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
 }
 
 /// Creates a new network namespace with loopback up, pinned at `path`.
@@ -122,7 +127,8 @@ fn create_netns(path: &Path) -> Result<(), Error> {
     // unshare() affects only the calling thread, so do it in a thread of its
     // own that ends right after pinning the namespace with a bind mount.
     let result = std::thread::spawn(move || -> Result<(), Error> {
-        unshare(CloneFlags::CLONE_NEWNET).map_err(|e| io_err("unshare network namespace")(e.into()))?;
+        unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| io_err("unshare network namespace")(e.into()))?;
         loopback_up().map_err(io_err("bring loopback up"))?;
         mount(
             Some("/proc/thread-self/ns/net"),
@@ -175,18 +181,32 @@ fn loopback_up() -> io::Result<()> {
 
 fn host_interfaces() -> Vec<String> {
     fs::read_dir("/sys/class/net")
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 #[tonic::async_trait]
 impl Network for NetworkService {
-    async fn attach(&self, req: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+    async fn attach(
+        &self,
+        req: Request<AttachRequest>,
+    ) -> Result<Response<AttachResponse>, Status> {
         let r = req.get_ref();
-        Ok(Response::new(NetworkService::attach(self, &r.container_id, &r.mode)?))
+        Ok(Response::new(NetworkService::attach(
+            self,
+            &r.container_id,
+            &r.mode,
+        )?))
     }
 
-    async fn detach(&self, req: Request<DetachRequest>) -> Result<Response<DetachResponse>, Status> {
+    async fn detach(
+        &self,
+        req: Request<DetachRequest>,
+    ) -> Result<Response<DetachResponse>, Status> {
         NetworkService::detach(self, &req.get_ref().container_id)?;
         Ok(Response::new(DetachResponse {}))
     }
@@ -222,7 +242,10 @@ mod tests {
         let resp = svc.attach("c1", "none").unwrap();
         let path = PathBuf::from(&resp.netns_path);
         // Idempotent.
-        assert_eq!(svc.attach("c1", "none").unwrap().netns_path, resp.netns_path);
+        assert_eq!(
+            svc.attach("c1", "none").unwrap().netns_path,
+            resp.netns_path
+        );
         let p2 = path.clone();
         let (links, lo_flags) = std::thread::spawn(move || {
             let f = fs::File::open(&p2).unwrap();

@@ -87,8 +87,12 @@ impl Bundle {
     pub fn read_record(&self) -> Result<TaskRecord, Error> {
         let data = fs::read(self.record_path())
             .map_err(Error::io(format!("read {}", self.record_path().display())))?;
-        serde_json::from_slice(&data)
-            .map_err(|e| Error::Internal(format!("corrupt task record in {}: {e}", self.dir.display())))
+        serde_json::from_slice(&data).map_err(|e| {
+            Error::Internal(format!(
+                "corrupt task record in {}: {e}",
+                self.dir.display()
+            ))
+        })
     }
     pub fn write_record(&self, rec: &TaskRecord) -> Result<(), Error> {
         let data = serde_json::to_vec(rec).map_err(|e| Error::Internal(e.to_string()))?;
@@ -133,7 +137,11 @@ mod tests {
         let dir = tempfile_dir();
         let b = Bundle::new(dir.clone());
         assert!(b.read_exit().is_none());
-        fs::write(b.exit_path(), br#"{"exit_status":137,"exited_at":"2024-01-01T00:00:00Z"}"#).unwrap();
+        fs::write(
+            b.exit_path(),
+            br#"{"exit_status":137,"exited_at":"2024-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
         let e = b.read_exit().unwrap();
         assert_eq!(e.exit_status, 137);
         fs::remove_dir_all(dir).unwrap();

@@ -203,7 +203,8 @@ impl TasksService {
             return Err(Error::AlreadyExists(req.id));
         }
         let ns_dir = self.root.join(ns);
-        std::fs::create_dir_all(&ns_dir).map_err(Error::io(format!("create {}", ns_dir.display())))?;
+        std::fs::create_dir_all(&ns_dir)
+            .map_err(Error::io(format!("create {}", ns_dir.display())))?;
         let dir = ns_dir.join(&req.id);
         // Assemble in a temp dir and rename, so a crash leaves a whole bundle
         // or none.
@@ -232,7 +233,8 @@ impl TasksService {
                 cgroups_path,
             };
             Bundle::new(tmp.clone()).write_record(&record)?;
-            std::fs::rename(&tmp, &dir).map_err(Error::io(format!("rename bundle to {}", dir.display())))?;
+            std::fs::rename(&tmp, &dir)
+                .map_err(Error::io(format!("rename bundle to {}", dir.display())))?;
             Ok(record)
         })();
         match result {
@@ -322,7 +324,11 @@ impl TasksService {
             // refers to the right process unless it has already exited.
             inner.init_fd = pidfd::open(pid as i32).ok().map(Arc::new);
         }
-        match task.bundle.shim_pid().and_then(|p| open_shim(&task.bundle, p)) {
+        match task
+            .bundle
+            .shim_pid()
+            .and_then(|p| open_shim(&task.bundle, p))
+        {
             Some(fd) => watch_shim(task.clone(), fd),
             None => {
                 // The shim has already finished.
@@ -341,14 +347,22 @@ impl TasksService {
         let task = self.get(ns, &req.id)?;
         let fd = {
             let inner = task.inner.lock().unwrap();
-            if inner.status != TaskStatus::Running as i32 && inner.status != TaskStatus::Paused as i32 {
-                return Err(Error::FailedPrecondition(format!("task {} is not running", req.id)));
+            if inner.status != TaskStatus::Running as i32
+                && inner.status != TaskStatus::Paused as i32
+            {
+                return Err(Error::FailedPrecondition(format!(
+                    "task {} is not running",
+                    req.id
+                )));
             }
             inner.init_fd.clone()
         };
         let sig = req.signal as i32;
         if sig <= 0 || sig > 64 {
-            return Err(Error::InvalidArgument(format!("invalid signal {}", req.signal)));
+            return Err(Error::InvalidArgument(format!(
+                "invalid signal {}",
+                req.signal
+            )));
         }
         let Some(fd) = fd else {
             return Ok(()); // already exiting
@@ -377,7 +391,10 @@ impl TasksService {
         let task = self.get(ns, id)?;
         {
             let inner = task.inner.lock().unwrap();
-            if inner.status == TaskStatus::Running as i32 || inner.status == TaskStatus::Paused as i32 || inner.starting {
+            if inner.status == TaskStatus::Running as i32
+                || inner.status == TaskStatus::Paused as i32
+                || inner.starting
+            {
                 return Err(Error::FailedPrecondition(format!(
                     "task {id} is running: kill it before deleting"
                 )));
@@ -389,8 +406,17 @@ impl TasksService {
             .remove(&(ns.to_string(), id.to_string()));
         remove_cgroup(&task.record.cgroups_path);
         std::fs::remove_dir_all(&task.bundle.dir)
-            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
-            .map_err(Error::io(format!("remove bundle {}", task.bundle.dir.display())))?;
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(Error::io(format!(
+                "remove bundle {}",
+                task.bundle.dir.display()
+            )))?;
         let exit = task.exit_tx.borrow().clone().unwrap_or_default();
         Ok(exit)
     }
@@ -398,7 +424,11 @@ impl TasksService {
     fn pids(&self, ns: &str, id: &str) -> Result<Vec<u32>, Error> {
         let task = self.get(ns, id)?;
         let cg = task.record.cgroups_path.trim_start_matches('/');
-        for base in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup"] {
+        for base in [
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup",
+        ] {
             let procs = Path::new(base).join(cg).join("cgroup.procs");
             if let Ok(text) = std::fs::read_to_string(&procs) {
                 return Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect());
@@ -415,9 +445,7 @@ fn open_shim(bundle: &Bundle, pid: i32) -> Option<OwnedFd> {
     let fd = pidfd::open(pid).ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let bundle_arg = bundle.dir.as_os_str().as_encoded_bytes();
-    let is_ours = cmdline
-        .split(|b| *b == 0)
-        .any(|arg| arg == bundle_arg);
+    let is_ours = cmdline.split(|b| *b == 0).any(|arg| arg == bundle_arg);
     is_ours.then_some(fd)
 }
 
@@ -476,7 +504,10 @@ impl Tasks for TasksService {
         Ok(Response::new(self.get(&ns, &req.get_ref().id)?.state()))
     }
 
-    async fn list(&self, req: Request<ListTasksRequest>) -> Result<Response<ListTasksResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let tasks: Vec<Arc<Task>> = self
             .tasks

@@ -98,6 +98,10 @@ pub fn create_request(args: &RunArgs) -> Result<CreateContainerRequest, String> 
 /// `berth create` (`create_only`) and `berth run`.
 pub async fn run(ctx: &Ctx, args: RunArgs, create_only: bool) -> i32 {
     let cmd = if create_only { "create" } else { "run" };
+    if let Err(e) = args.check() {
+        eprint_err(&format!("{e}\nSee 'berth {cmd} --help'."));
+        return 125;
+    }
     let req = match create_request(&args) {
         Ok(r) => r,
         Err(e) => {
@@ -117,7 +121,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs, create_only: bool) -> i32 {
     }
     let id = resp.id;
     if create_only {
-        println!("{id}");
+        crate::outln(&id);
         return 0;
     }
     if args.detach {
@@ -129,7 +133,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs, create_only: bool) -> i32 {
             report(cmd, &ctx.describe(&s), false);
             return exit_code_of(&s).unwrap_or(125);
         }
-        println!("{id}");
+        crate::outln(&id);
         return 0;
     }
     attach_start_wait(ctx, &id, true).await
@@ -275,7 +279,7 @@ pub async fn start(ctx: &Ctx, args: StartArgs) -> i32 {
             .start(ctx.req(ContainerRef { id: c.clone() }))
             .await
         {
-            Ok(_) => println!("{c}"),
+            Ok(_) => crate::outln(c),
             Err(s) => {
                 eprint_err(&ctx.describe(&s));
                 if is_connect_error(&s) {
@@ -306,7 +310,7 @@ where
     let mut failed = false;
     for c in containers {
         match op(c.clone()).await {
-            Ok(()) => println!("{c}"),
+            Ok(()) => crate::outln(c),
             Err(s) => {
                 eprint_err(&ctx.describe(&s));
                 failed = true;
@@ -366,7 +370,7 @@ pub async fn wait(ctx: &Ctx, args: WaitArgs) -> i32 {
             condition: String::new(),
         });
         match ctx.containers().wait(req).await {
-            Ok(r) => println!("{}", r.into_inner().status_code),
+            Ok(r) => crate::outln(&r.into_inner().status_code.to_string()),
             Err(s) => {
                 eprint_err(&ctx.describe(&s));
                 failed = true;

@@ -89,7 +89,7 @@ pub async fn import(ctx: &Ctx, args: ImportArgs) -> i32 {
     };
     match result {
         Ok(resp) => {
-            println!("{}", resp.into_inner().id);
+            crate::outln(&resp.into_inner().id);
             0
         }
         Err(status) => {
@@ -323,10 +323,10 @@ pub async fn rmi(ctx: &Ctx, args: RmiArgs) -> i32 {
             Ok(resp) => {
                 let resp = resp.into_inner();
                 for u in resp.untagged {
-                    println!("Untagged: {u}");
+                    crate::outln(&format!("Untagged: {u}"));
                 }
                 for d in resp.deleted {
-                    println!("Deleted: {d}");
+                    crate::outln(&format!("Deleted: {d}"));
                 }
             }
             Err(s) => {

@@ -86,7 +86,7 @@ pub async fn run(ctx: &Ctx, names: &[String], format: Option<&str>, kind: Option
     if let Some(t) = tmpl {
         for doc in &docs {
             match t.render(doc) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => crate::outln(&s),
                 Err(e) => {
                     eprint_err(&format!("template: {e}"));
                     failed = true;
@@ -96,10 +96,10 @@ pub async fn run(ctx: &Ctx, names: &[String], format: Option<&str>, kind: Option
         }
     } else if json_lines {
         for doc in &docs {
-            println!("{doc}");
+            crate::outln(&doc.to_string());
         }
     } else {
-        println!("{}", to_indented_json(&docs));
+        crate::outln(&to_indented_json(&docs));
     }
     for e in errors {
         eprint_err(&e);

@@ -42,7 +42,7 @@ pub async fn version(ctx: &Ctx) -> i32 {
         ),
         line(1, "Namespace:", &ctx.namespace),
     ];
-    println!("{}", client.join("\n"));
+    crate::outln(&client.join("\n"));
     match ctx.system().version(ctx.req(Empty {})).await {
         Ok(r) => {
             let v = r.into_inner();
@@ -64,11 +64,11 @@ pub async fn version(ctx: &Ctx) -> i32 {
             if !v.kernel_version.is_empty() {
                 lines.push(line(2, "Kernel Version:", &v.kernel_version));
             }
-            println!("{}", lines.join("\n"));
+            crate::outln(&lines.join("\n"));
             0
         }
         Err(s) => {
-            println!();
+            crate::outln("");
             eprint_err(&ctx.describe(&s));
             1
         }
