@@ -133,7 +133,7 @@ impl Stack {
             .arg("--state")
             .arg(&self.state)
             .args(args)
-            .env("BERTH_LOG", "info")
+            .env("BERTH_LOG", "info,berth_common=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

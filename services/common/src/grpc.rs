@@ -117,6 +117,7 @@ pub fn rpc_span(req: &http::Request<()>) -> tracing::Span {
     );
     let _ = span.set_parent(parent);
     record_trace_id(&span);
+    tracing::debug!(parent: &span, "request");
     span
 }
 

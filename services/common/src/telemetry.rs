@@ -3,6 +3,8 @@
 //! when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) variable is set.
 
+use std::io::IsTerminal;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -64,7 +66,11 @@ pub fn init(service_name: &str, default_level: &str) -> TelemetryGuard {
         .unwrap_or_else(|| EnvFilter::new(default_level));
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init();
     if let Some(e) = export_error {
