@@ -121,6 +121,34 @@ impl Stack {
         stack
     }
 
+    /// SIGKILLs every daemon of the stack (containers keep running under
+    /// their shims), then starts them again the same way.
+    pub fn kill9_and_restart(&mut self) {
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        let n = self.daemons.len();
+        self.daemons.clear();
+        // Keep the old logs: new daemons log to new files.
+        for i in 0..n {
+            let _ = std::fs::rename(
+                self.log_path(i),
+                self.dir.join(format!("berthd-{i}.log.old")),
+            );
+        }
+        match self.mode {
+            Mode::AllInOne => self.spawn_daemon(&[]),
+            Mode::Split => {
+                for svc in ["content", "snapshots", "tasks", "network"] {
+                    self.spawn_daemon(&[svc]);
+                }
+                self.spawn_daemon(&["gateway"]);
+            }
+        }
+        self.wait_ready();
+    }
+
     fn log_path(&self, n: usize) -> PathBuf {
         self.dir.join(format!("berthd-{n}.log"))
     }
@@ -145,7 +173,12 @@ impl Stack {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if self.state.join("berth.sock").exists() && self.berth(&["version"]).code == 0 {
+            let sockets = ["berth", "content", "snapshots", "tasks", "network"];
+            if sockets
+                .iter()
+                .all(|s| self.state.join(format!("{s}.sock")).exists())
+                && self.berth(&["version"]).code == 0
+            {
                 return;
             }
             if Instant::now() > deadline {

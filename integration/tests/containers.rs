@@ -85,6 +85,17 @@ fn inside_the_container() {
             .collect::<Vec<_>>(),
         vec!["lo"]
     );
+    // --network host: the host's interfaces.
+    let mut host_links: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    host_links.sort();
+    let inner = s
+        .run(&["--network", "host", "busybox", "ls", "/sys/class/net"])
+        .ok();
+    assert_eq!(inner.split_whitespace().collect::<Vec<_>>(), host_links);
     // Own mount namespace: overlay root, proc, a private /dev, read-only /sys.
     let mounts = s.run(&["busybox", "cat", "/proc/mounts"]).ok();
     assert!(

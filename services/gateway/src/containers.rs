@@ -803,15 +803,17 @@ impl Inner {
 
 /// Reconciles records with berth-tasks after a gateway restart.
 pub(crate) async fn recover(inner: Arc<Inner>) {
-    let running: Vec<(String, String)> = inner
+    let candidates: Vec<(String, String, bool)> = inner
         .containers
         .lock()
         .unwrap()
         .values()
-        .filter(|c| c.state.running())
-        .map(|c| (c.namespace.clone(), c.id.clone()))
+        // "created" too: the switch to running is not forced to disk, so a
+        // crash can leave a started container recorded as created.
+        .filter(|c| c.state.running() || c.state.status == "created")
+        .map(|c| (c.namespace.clone(), c.id.clone(), c.state.running()))
         .collect();
-    for (ns, id) in running {
+    for (ns, id, was_running) in candidates {
         let mut attempts = 0;
         loop {
             match inner
@@ -825,9 +827,22 @@ pub(crate) async fn recover(inner: Arc<Inner>) {
                     if st.status == TaskStatus::Running as i32
                         || st.status == TaskStatus::Paused as i32
                     {
-                        let _ = inner.update(&ns, &id, false, |c| c.state.pid = st.pid);
+                        let _ = inner.update(&ns, &id, true, |c| {
+                            c.state.status = "running".into();
+                            c.state.pid = st.pid;
+                            if c.state.started_at.is_empty() {
+                                c.state.started_at = st.started_at.clone();
+                            }
+                        });
                         inner.clone().spawn_watcher(ns.clone(), id.clone());
+                    } else if st.status == TaskStatus::Created as i32 {
+                        // Never started: nothing to reconcile.
                     } else {
+                        if !was_running {
+                            let _ = inner.update(&ns, &id, false, |c| {
+                                c.state.started_at = st.started_at.clone();
+                            });
+                        }
                         inner
                             .handle_exit(&ns, &id, st.exit_status as i64, st.exited_at)
                             .await;
@@ -835,7 +850,9 @@ pub(crate) async fn recover(inner: Arc<Inner>) {
                     break;
                 }
                 Err(s) if s.code() == Code::NotFound => {
-                    inner.handle_exit(&ns, &id, 255, String::new()).await;
+                    if was_running {
+                        inner.handle_exit(&ns, &id, 255, String::new()).await;
+                    }
                     break;
                 }
                 Err(s) => {

@@ -100,6 +100,15 @@ impl From<Error> for Status {
                 md.insert(EXIT_CODE_KEY, MetadataValue::from(exit_code));
                 Status::with_metadata(Code::FailedPrecondition, message, md)
             }
+            Error::Service {
+                code:
+                    code @ (Code::Unavailable | Code::Unknown | Code::Internal | Code::DeadlineExceeded),
+                service,
+                message,
+            } => Status::new(
+                code,
+                format!("berth-{service} is unavailable or failed: {message}"),
+            ),
             Error::Service { code, message, .. } => Status::new(code, message),
             Error::Io { .. } | Error::Internal(_) => Status::internal(msg),
         }
