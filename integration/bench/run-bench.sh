@@ -55,7 +55,6 @@ CTRD=$!
 for _ in $(seq 100); do ctr -a "$work/ctr.sock" version >/dev/null 2>&1 && break; sleep 0.05; done
 ctr -a "$work/ctr.sock" -n bench image import --base-name localhost/busybox "$work/busybox-oci.tar" >/dev/null
 
-n=0
 hyperfine -N --warmup 3 --runs "$RUNS" --export-markdown "$OUT" \
     -n berth "$BIN/berth run --rm busybox true" \
     -n "ctr (containerd+runc)" "ctr -a $work/ctr.sock -n bench run --rm localhost/busybox:latest bench-run true" \
