@@ -558,3 +558,49 @@ fn inspect_format_and_missing_daemon() {
             .into();
     assert_eq!(r.code, 125);
 }
+
+#[test]
+fn unnamed_and_replaced_images_show_as_none() {
+    require_root!();
+    let s = Stack::start(Mode::AllInOne);
+    let tar = berth_integration::fixtures::busybox_tar_in(&s.dir);
+    let tar = tar.to_str().unwrap();
+    // Import without a name: an untagged image, usable by ID.
+    let id = s.berth(&["image", "import", tar]).ok().trim().to_string();
+    let short = &id[7..19];
+    let images = s.berth(&["images"]).ok();
+    let line = images
+        .lines()
+        .find(|l| l.contains(short))
+        .expect("untagged image listed");
+    assert!(line.starts_with("<none>"), "{images}");
+    assert_eq!(s.run(&[short, "echo", "by id"]).ok(), "by id\n");
+    // Tagging names it.
+    s.berth(&["tag", short, "named:1"]).ok();
+    assert!(!s.berth(&["images"]).ok().contains("<none>"));
+    // Importing again under the same name moves the name; the old image
+    // stays as <none>, like docker.
+    let id2 = s
+        .berth(&["image", "import", "--change", "ENV V=2", tar, "named:1"])
+        .ok()
+        .trim()
+        .to_string();
+    assert_ne!(id, id2);
+    let images = s.berth(&["images"]).ok();
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with("<none>") && l.contains(short)),
+        "{images}"
+    );
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with("named") && l.contains(&id2[7..19])),
+        "{images}"
+    );
+    // rmi by ID removes the dangling one.
+    let out = s.berth(&["rmi", short]).ok();
+    assert!(out.contains(&format!("Deleted: {id}")), "{out}");
+    assert!(!s.berth(&["images"]).ok().contains("<none>"));
+}

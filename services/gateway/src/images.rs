@@ -194,6 +194,69 @@ impl Inner {
             .images)
     }
 
+    /// Every image of the namespace with its full names (none for the
+    /// dangling ones), one entry per image.
+    pub(crate) async fn all_images(&self, ns: &str) -> Result<Vec<(Arc<ImageInfo>, Vec<String>)>> {
+        let mut out: Vec<(Arc<ImageInfo>, Vec<String>)> = Vec::new();
+        for rec in self.image_records(ns).await? {
+            let Some(target) = rec.target else { continue };
+            let info = self.image_info(ns, &target).await?;
+            match out
+                .iter_mut()
+                .find(|(i, _)| i.manifest.digest == info.manifest.digest)
+            {
+                Some((_, names)) => names.push(rec.name),
+                None => out.push((info, vec![rec.name])),
+            }
+        }
+        for desc in self.store.dangling(ns)? {
+            if out.iter().any(|(i, _)| i.manifest.digest == desc.digest) {
+                continue;
+            }
+            match self.image_info(ns, &desc).await {
+                Ok(info) => out.push((info, Vec::new())),
+                Err(e) => tracing::warn!("skipping unreadable image {}: {e}", desc.digest),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps an image that just lost its last name as `<none>`, like docker.
+    pub(crate) async fn keep_if_unnamed(&self, ns: &str, manifest: &Descriptor) -> Result<()> {
+        let named = self.image_records(ns).await?.iter().any(|r| {
+            r.target
+                .as_ref()
+                .is_some_and(|t| t.digest == manifest.digest)
+        });
+        if !named {
+            self.store.put_dangling(ns, manifest)?;
+        }
+        Ok(())
+    }
+
+    /// The manifest a name points at now, if any.
+    pub(crate) async fn current_target(
+        &self,
+        ns: &str,
+        full_name: &str,
+    ) -> Result<Option<Descriptor>> {
+        match self
+            .content
+            .clone()
+            .get_image(request(
+                ns,
+                GetImageRequest {
+                    name: full_name.to_string(),
+                },
+            ))
+            .await
+        {
+            Ok(img) => Ok(img.into_inner().target),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(Error::service("content")(s)),
+        }
+    }
+
     /// Finds an image by name, full ID or ID prefix. Returns it and the full
     /// name it was found by (None when found by ID).
     pub(crate) async fn resolve_image(
@@ -237,9 +300,7 @@ impl Inner {
             format!("sha256:{name}")
         };
         let mut found: Option<Arc<ImageInfo>> = None;
-        for rec in self.image_records(ns).await? {
-            let Some(target) = rec.target else { continue };
-            let info = self.image_info(ns, &target).await?;
+        for (info, _) in self.all_images(ns).await? {
             if info.id.starts_with(&want) {
                 if let Some(f) = &found {
                     if f.id != info.id {
@@ -422,6 +483,11 @@ impl Inner {
             }
             r.full()
         };
+        let previous = if name.is_empty() {
+            None
+        } else {
+            self.current_target(ns, &name).await?
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tx.send(ImportImageRequest {
             payload: Some(import_image_request::Payload::Header(ContentImportHeader {
@@ -492,6 +558,14 @@ impl Inner {
                     .await;
             }
             return Err(e);
+        }
+        if name.is_empty() {
+            self.store.put_dangling(ns, &info.manifest)?;
+        } else {
+            self.store.delete_dangling(ns, &info.manifest.digest)?;
+            if let Some(prev) = previous.filter(|p| p.digest != info.manifest.digest) {
+                self.keep_if_unnamed(ns, &prev).await?;
+            }
         }
         info!(id = %info.id, name = %name, "imported image");
         Ok(ImportResponse {
@@ -603,6 +677,7 @@ impl Inner {
                 }
             }
         }
+        self.store.delete_dangling(ns, &info.manifest.digest)?;
         resp.deleted.insert(0, info.id.clone());
         Ok(resp)
     }
@@ -685,18 +760,13 @@ impl Images for ImagesApi {
         req: Request<ListImagesRequest>,
     ) -> Result<Response<ListImagesResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
-        let mut by_manifest: Vec<(Arc<ImageInfo>, Vec<String>)> = Vec::new();
-        for rec in self.0.image_records(&ns).await? {
-            let Some(target) = rec.target else { continue };
-            let info = self.0.image_info(&ns, &target).await?;
-            match by_manifest
-                .iter_mut()
-                .find(|(i, _)| i.manifest.digest == info.manifest.digest)
-            {
-                Some((_, names)) => names.push(familiar(&rec.name)),
-                None => by_manifest.push((info, vec![familiar(&rec.name)])),
-            }
-        }
+        let by_manifest: Vec<(Arc<ImageInfo>, Vec<String>)> = self
+            .0
+            .all_images(&ns)
+            .await?
+            .into_iter()
+            .map(|(i, names)| (i, names.iter().map(|n| familiar(n)).collect()))
+            .collect();
         let mut images: Vec<ImageSummary> = by_manifest
             .into_iter()
             .map(|(info, repo_tags)| ImageSummary {
@@ -742,6 +812,7 @@ impl Images for ImagesApi {
                 "refusing to create a tag with a digest reference",
             ));
         }
+        let previous = self.0.current_target(&ns, &target.full()).await?;
         self.0
             .content
             .clone()
@@ -759,6 +830,10 @@ impl Images for ImagesApi {
             ))
             .await
             .map_err(Error::service("content"))?;
+        self.0.store.delete_dangling(&ns, &info.manifest.digest)?;
+        if let Some(prev) = previous.filter(|p| p.digest != info.manifest.digest) {
+            self.0.keep_if_unnamed(&ns, &prev).await?;
+        }
         Ok(Response::new(TagResponse {}))
     }
 

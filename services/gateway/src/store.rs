@@ -4,11 +4,15 @@ use std::path::Path;
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
+use berth_proto::types::v1::Descriptor;
+
 use crate::container::ContainerRecord;
 use crate::error::{Error, Result};
 
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
 const IMAGE_SIZES: TableDefinition<&str, u64> = TableDefinition::new("image_sizes");
+/// Images without a name ("<none>"), by "ns/manifest digest" → descriptor JSON.
+const DANGLING: TableDefinition<&str, &[u8]> = TableDefinition::new("dangling_images");
 
 /// Crash-safe store of container records.
 pub struct Store {
@@ -26,6 +30,7 @@ impl Store {
         let tx = db.begin_write()?;
         tx.open_table(CONTAINERS)?;
         tx.open_table(IMAGE_SIZES)?;
+        tx.open_table(DANGLING)?;
         tx.commit()?;
         Ok(Store { db })
     }
@@ -84,5 +89,55 @@ impl Store {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(IMAGE_SIZES)?;
         Ok(table.get(image_id)?.map(|v| v.value()))
+    }
+
+    /// Records an image that has no name left (docker's `<none>`).
+    pub fn put_dangling(&self, ns: &str, manifest: &Descriptor) -> Result<()> {
+        let data = serde_json::to_vec(&serde_json::json!({
+            "mediaType": manifest.media_type,
+            "digest": manifest.digest,
+            "size": manifest.size,
+        }))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(DANGLING)?;
+            table.insert(key(ns, &manifest.digest).as_str(), data.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn delete_dangling(&self, ns: &str, manifest_digest: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(DANGLING)?;
+            table.remove(key(ns, manifest_digest).as_str())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The unnamed images of a namespace.
+    pub fn dangling(&self, ns: &str) -> Result<Vec<Descriptor>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(DANGLING)?;
+        let prefix = format!("{ns}/");
+        let mut out = Vec::new();
+        for item in table.range(prefix.as_str()..)? {
+            let (k, v) = item?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            if let Ok(d) = serde_json::from_slice::<serde_json::Value>(v.value()) {
+                out.push(Descriptor {
+                    media_type: d["mediaType"].as_str().unwrap_or_default().to_string(),
+                    digest: d["digest"].as_str().unwrap_or_default().to_string(),
+                    size: d["size"].as_i64().unwrap_or_default(),
+                    annotations: Default::default(),
+                });
+            }
+        }
+        Ok(out)
     }
 }
