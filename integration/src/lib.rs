@@ -91,11 +91,17 @@ pub struct Stack {
     pub state: PathBuf,
     pub mode: Mode,
     daemons: Vec<Child>,
+    env: Vec<(String, String)>,
 }
 
 impl Stack {
     /// Starts a stack and waits until the gateway answers.
     pub fn start(mode: Mode) -> Stack {
+        Stack::start_with_env(mode, &[])
+    }
+
+    /// Like [`Stack::start`], with extra environment for the daemons.
+    pub fn start_with_env(mode: Mode, env: &[(&str, &str)]) -> Stack {
         let dir = PathBuf::from("/tmp").join(unique("berth-it"));
         let root = dir.join("root");
         let state = dir.join("state");
@@ -107,6 +113,10 @@ impl Stack {
             state,
             mode,
             daemons: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         match mode {
             Mode::AllInOne => stack.spawn_daemon(&[]),
@@ -119,6 +129,19 @@ impl Stack {
         }
         stack.wait_ready();
         stack
+    }
+
+    /// Stops the daemons gracefully (SIGTERM) and waits for them.
+    pub fn stop_daemons(&mut self) {
+        for d in &mut self.daemons {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(d.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        for d in &mut self.daemons {
+            let _ = d.wait();
+        }
     }
 
     /// SIGKILLs every daemon of the stack (containers keep running under
@@ -162,6 +185,7 @@ impl Stack {
             .arg(&self.state)
             .args(args)
             .env("BERTH_LOG", "info,berth_common=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
