@@ -1,35 +1,52 @@
-//! Cgroups: v1 (one directory per controller, hybrid hosts included) or v2
-//! (unified), created, limited, joined and removed by writing cgroupfs files.
+//! Cgroups through the cgroups-rs crate: v1 (one directory per controller,
+//! hybrid hosts included) or v2 (unified). cgroups-rs finds the hierarchy,
+//! creates the directories (copying cpuset.cpus/mems down on v1), writes the
+//! limits through its typed controllers, moves the init into the cgroup and
+//! removes it again.
+//!
+//! Hybrid hosts: `hierarchies::auto()` picks v2 only when /sys/fs/cgroup
+//! itself is cgroup2. On a hybrid host it is tmpfs, so we get cgroups-rs's
+//! V1 hierarchy, built from the `cgroup` (v1) mounts in /proc/self/mountinfo;
+//! the cgroup2 mount at /sys/fs/cgroup/unified is not a v1 mount and is never
+//! looked at. The `name=systemd` hierarchy is a v1 mount without a
+//! controller: cgroups-rs lists it as a subsystem, and we leave it out.
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
+use cgroups_rs::cpu::CpuController;
+use cgroups_rs::cpuset::CpuSetController;
+use cgroups_rs::devices::{DevicePermissions, DeviceType, DevicesController};
+use cgroups_rs::hierarchies;
+use cgroups_rs::memory::MemController;
+use cgroups_rs::pid::PidController;
+use cgroups_rs::{CgroupPid, Controller, MaxValue, Subsystem};
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-const V1_CONTROLLERS: &[&str] = &[
-    "memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer",
-];
+/// Where cgroups-rs looks for the hierarchies.
+pub const CGROUP_ROOT: &str = hierarchies::UNIFIED_MOUNTPOINT;
 
-/// A container's cgroup: the leaf directories it owns.
+/// A container's cgroup: a cgroups-rs handle on its leaf in every
+/// controller (v1) or on its single directory (v2).
 #[derive(Debug, Clone)]
 pub struct Cgroup {
-    /// v1: (controller, dir) for each mounted controller; v2: ("", dir).
-    pub dirs: Vec<(String, PathBuf)>,
-    pub v2: bool,
+    inner: cgroups_rs::Cgroup,
+    /// The path below the hierarchy root, e.g. `berth/default/<id>`.
+    rel: PathBuf,
 }
 
-/// True when `/sys/fs/cgroup` itself is cgroup2 (pure v2 host).
+/// True when `root` (normally /sys/fs/cgroup) itself is cgroup2 (pure v2
+/// host). This is the test cgroups-rs's `hierarchies::auto()` makes.
 pub fn is_v2(root: &Path) -> bool {
     nix::sys::statfs::statfs(root)
         .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
         .unwrap_or(false)
 }
 
-fn write(path: &Path, value: &str) -> Result<()> {
-    std::fs::write(path, value).with_ctx(|| format!("write {value:?} to {}", path.display()))
-}
-
+/// `/berth/default/x` -> `berth/default/x`, dropping `..` and `.`: cgroups-rs
+/// joins the path onto each controller's mount point, where an absolute path
+/// would replace the mount point and `..` would escape it.
 fn relative(cgroups_path: &Path) -> PathBuf {
     cgroups_path
         .components()
@@ -37,33 +54,20 @@ fn relative(cgroups_path: &Path) -> PathBuf {
         .collect()
 }
 
-/// Create every directory from `base` down to `base/rel`; for cpuset, copy
-/// cpus/mems from the parent into each level that is still empty.
-fn mkdir_levels(base: &Path, rel: &Path, cpuset: bool) -> Result<PathBuf> {
-    let mut dir = base.to_path_buf();
-    for c in rel.components() {
-        let parent = dir.clone();
-        dir.push(c);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::os(format!("mkdir cgroup {}", dir.display()), e)),
-        }
-        if cpuset {
-            for f in ["cpuset.cpus", "cpuset.mems"] {
-                let mine = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-                if mine.trim().is_empty() {
-                    let theirs = std::fs::read_to_string(parent.join(f))
-                        .with_ctx(|| format!("read {}", parent.join(f).display()))?;
-                    write(&dir.join(f), theirs.trim())?;
-                }
-            }
-        }
-    }
-    Ok(dir)
+/// Turn a cgroups-rs error into ours, keeping the OS error when there is one.
+fn cg_err(what: impl Into<String>, e: cgroups_rs::error::Error) -> Error {
+    let io = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .map(|io| match io.raw_os_error() {
+            Some(n) => io::Error::from_raw_os_error(n),
+            None => io::Error::new(io.kind(), io.to_string()),
+        })
+        .unwrap_or_else(|| io::Error::other(e.kind().to_string()));
+    Error::os(what, io)
 }
 
 /// Convert v1 cpu shares (2..262144) to v2 cpu.weight (1..10000).
+/// cgroups-rs writes `cpu.weight` verbatim on v2 and leaves this to us.
 pub fn shares_to_weight(shares: u64) -> u64 {
     if shares == 0 {
         return 100;
@@ -71,26 +75,36 @@ pub fn shares_to_weight(shares: u64) -> u64 {
     1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142
 }
 
+/// A cpuset list (`0-3,8`) from cgroups-rs's parsed ranges.
+fn cpu_list(ranges: &[(u64, u64)]) -> String {
+    ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Cgroup {
-    /// Create the cgroup `cgroups_path` (e.g. `/berth/default/<id>`) under
-    /// `root` (normally /sys/fs/cgroup) and apply `resources`.
-    pub fn create(
-        root: &Path,
-        cgroups_path: &Path,
-        resources: Option<&LinuxResources>,
-    ) -> Result<Self> {
-        let rel = relative(cgroups_path);
-        if rel.as_os_str().is_empty() {
+    /// Create the cgroup `cgroups_path` (e.g. `/berth/default/<id>`) in every
+    /// available controller (v1) or in the unified hierarchy (v2), and apply
+    /// `resources`. On error nothing is left behind.
+    pub fn create(cgroups_path: &Path, resources: Option<&LinuxResources>) -> Result<Self> {
+        let cg = Self::load(cgroups_path)?;
+        if cg.inner.subsystems().is_empty() {
             return Err(Error::Spec(format!(
-                "bad cgroupsPath {}",
-                cgroups_path.display()
+                "no cgroup controllers under {CGROUP_ROOT}"
             )));
         }
-        let cg = if is_v2(root) {
-            Self::create_v2(root, &rel)?
-        } else {
-            Self::create_v1(root, &rel)?
-        };
+        if let Err(e) = cg.make() {
+            cg.remove();
+            return Err(e);
+        }
         if let Some(r) = resources {
             if let Err(e) = cg.apply(r) {
                 cg.remove();
@@ -100,219 +114,310 @@ impl Cgroup {
         Ok(cg)
     }
 
-    fn create_v1(root: &Path, rel: &Path) -> Result<Self> {
-        let mut dirs: Vec<(String, PathBuf)> = Vec::new();
-        let mut seen: Vec<PathBuf> = Vec::new();
-        for ctl in V1_CONTROLLERS {
-            let base = root.join(ctl);
-            // Skip controllers that are not mounted (and co-mounted duplicates
-            // like cpu,cpuacct reached through symlinks).
-            let Ok(real) = std::fs::canonicalize(&base) else {
-                continue;
-            };
-            if !is_mount_of_cgroup(&real) || seen.contains(&real) {
-                if seen.contains(&real) {
-                    dirs.push((ctl.to_string(), real.join(rel)));
-                }
-                continue;
+    /// A handle on the cgroup `cgroups_path` without creating it.
+    pub fn load(cgroups_path: &Path) -> Result<Self> {
+        let rel = relative(cgroups_path);
+        // cgroups-rs keeps the path as a String (and panics on non-UTF-8).
+        let name = match rel.to_str() {
+            Some(s) if !s.is_empty() => s.to_string(),
+            _ => {
+                return Err(Error::Spec(format!(
+                    "bad cgroupsPath {}",
+                    cgroups_path.display()
+                )))
             }
-            seen.push(real.clone());
-            match mkdir_levels(&real, rel, *ctl == "cpuset") {
-                Ok(d) => dirs.push((ctl.to_string(), d)),
-                Err(e) => {
-                    let cg = Cgroup { dirs, v2: false };
-                    cg.remove();
-                    return Err(e);
-                }
-            }
-        }
-        if dirs.is_empty() {
-            return Err(Error::Spec(format!(
-                "no cgroup controllers under {}",
-                root.display()
-            )));
-        }
-        Ok(Cgroup { dirs, v2: false })
-    }
-
-    fn create_v2(root: &Path, rel: &Path) -> Result<Self> {
-        // Enable the controllers we use along the path.
-        let mut dir = root.to_path_buf();
-        let wanted = ["cpu", "memory", "pids", "cpuset", "io"];
-        for c in rel.components() {
-            let avail = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-            let enable: Vec<String> = avail
-                .split_whitespace()
-                .filter(|c| wanted.contains(c))
-                .map(|c| format!("+{c}"))
+        };
+        let hier = hierarchies::auto();
+        let inner = if hier.v2() {
+            cgroups_rs::Cgroup::load(hier, &name)
+        } else {
+            // Every v1 controller that is mounted, but not named hierarchies
+            // such as name=systemd: they hold no resources, and a cgroupfs
+            // manager has no business in systemd's tree.
+            let controllers: Vec<String> = hier
+                .subsystems()
+                .iter()
+                .map(Subsystem::controller_name)
+                .filter(|n| !n.starts_with("name="))
                 .collect();
-            if !enable.is_empty() {
-                // Best effort: a controller may be busy at the root.
-                let _ = std::fs::write(dir.join("cgroup.subtree_control"), enable.join(" "));
-            }
-            dir.push(c);
-            match std::fs::create_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::os(format!("mkdir cgroup {}", dir.display()), e)),
-            }
-        }
-        Ok(Cgroup {
-            dirs: vec![(String::new(), dir)],
-            v2: true,
-        })
+            cgroups_rs::Cgroup::load_with_specified_controllers(hier, &name, controllers)
+        };
+        Ok(Cgroup { inner, rel })
     }
 
-    fn dir(&self, ctl: &str) -> Option<&Path> {
-        if self.v2 {
-            return self.dirs.first().map(|(_, d)| d.as_path());
-        }
-        self.dirs
-            .iter()
-            .find(|(c, _)| c == ctl)
-            .map(|(_, d)| d.as_path())
-    }
-
-    /// Apply memory, cpu and pids limits.
-    pub fn apply(&self, r: &LinuxResources) -> Result<()> {
-        if let Some(mem) = r.memory() {
-            if let Some(limit) = mem.limit() {
-                if let Some(d) = self.dir("memory") {
-                    let v = if limit < 0 {
-                        "max".to_string()
-                    } else {
-                        limit.to_string()
-                    };
-                    if self.v2 {
-                        write(&d.join("memory.max"), &v)?;
-                    } else {
-                        let v = if limit < 0 { "-1".to_string() } else { v };
-                        write(&d.join("memory.limit_in_bytes"), &v)?;
-                    }
+    /// Create the directories (cgroups-rs), then check they exist: on v1
+    /// cgroups-rs only logs a failed mkdir or cpuset copy. A second try
+    /// covers an empty parent level removed by someone else meanwhile.
+    fn make(&self) -> Result<()> {
+        for attempt in 0..3 {
+            self.inner
+                .create()
+                .map_err(|e| cg_err(format!("create cgroup {}", self.rel.display()), e))?;
+            let missing = self
+                .inner
+                .subsystems()
+                .iter()
+                .map(|s| s.to_controller())
+                .find(|c| !c.exists());
+            match missing {
+                None => break,
+                Some(c) if attempt == 2 => {
+                    return Err(Error::os(
+                        format!("mkdir cgroup {}", c.path().display()),
+                        io::Error::from(io::ErrorKind::NotFound),
+                    ))
                 }
+                Some(_) => {}
+            }
+        }
+        if !self.inner.v2() {
+            if let Some(cs) = self.inner.controller_of::<CpuSetController>() {
+                self.fill_cpuset(cs.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// v1 cpuset: a new cgroup starts with empty cpuset.cpus/mems and refuses
+    /// tasks until they are set. cgroups-rs's cpuset post-create hook copies
+    /// them down from the nearest non-empty ancestor but only logs failures,
+    /// so check every level from the mount point down and fill whatever is
+    /// still empty from its parent, through cgroups-rs's CpuSetController.
+    fn fill_cpuset(&self, leaf: &Path) -> Result<()> {
+        let depth = self.rel.components().count();
+        let levels: Vec<&Path> = leaf.ancestors().take(depth + 1).collect();
+        for pair in levels.windows(2).rev() {
+            let (dir, parent) = (pair[0], pair[1]);
+            let theirs = CpuSetController::new(parent.to_path_buf(), false).cpuset();
+            let ctl = CpuSetController::new(dir.to_path_buf(), false);
+            let mine = ctl.cpuset();
+            if mine.cpus.is_empty() {
+                let v = cpu_list(&theirs.cpus);
+                ctl.set_cpus(&v).map_err(|e| {
+                    cg_err(format!("set cpuset.cpus {v:?} in {}", dir.display()), e)
+                })?;
+            }
+            if mine.mems.is_empty() {
+                let v = cpu_list(&theirs.mems);
+                ctl.set_mems(&v).map_err(|e| {
+                    cg_err(format!("set cpuset.mems {v:?} in {}", dir.display()), e)
+                })?;
+            }
+        }
+        let now = CpuSetController::new(leaf.to_path_buf(), false).cpuset();
+        if now.cpus.is_empty() || now.mems.is_empty() {
+            return Err(Error::os(
+                format!("populate cpuset.cpus/mems in {}", leaf.display()),
+                io::Error::other("still empty"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this is a cgroup v2 (unified) cgroup.
+    pub fn v2(&self) -> bool {
+        self.inner.v2()
+    }
+
+    /// (controller, directory) for each controller; on v2 all share one.
+    pub fn dirs(&self) -> Vec<(String, PathBuf)> {
+        self.inner
+            .subsystems()
+            .iter()
+            .map(|s| (s.controller_name(), s.to_controller().path().to_path_buf()))
+            .collect()
+    }
+
+    /// The directory of controller `ctl` (`memory`, `cpu`, ...).
+    pub fn dir(&self, ctl: &str) -> Option<PathBuf> {
+        self.dirs()
+            .into_iter()
+            .find(|(c, _)| c == ctl)
+            .map(|(_, d)| d)
+    }
+
+    /// Apply memory, cpu, cpuset, pids and (v1) devices limits through the
+    /// cgroups-rs controllers. Unlike `cgroups_rs::Cgroup::apply`, which
+    /// drops most write errors, every failure is reported.
+    pub fn apply(&self, r: &LinuxResources) -> Result<()> {
+        let v2 = self.inner.v2();
+        if let Some(limit) = r.memory().as_ref().and_then(|m| m.limit()) {
+            if let Some(mem) = self.inner.controller_of::<MemController>() {
+                // -1 is "no limit": v1 takes it as is, cgroups-rs writes
+                // "max" to memory.max on v2.
+                let limit = if limit < 0 { -1 } else { limit };
+                mem.set_limit(limit).map_err(|e| {
+                    cg_err(
+                        format!("set memory limit {limit} in {}", mem.path().display()),
+                        e,
+                    )
+                })?;
             }
         }
         if let Some(cpu) = r.cpu() {
-            if let Some(d) = self.dir("cpu") {
-                if self.v2 {
-                    if let Some(shares) = cpu.shares() {
-                        write(&d.join("cpu.weight"), &shares_to_weight(shares).to_string())?;
-                    }
-                    if cpu.quota().is_some() || cpu.period().is_some() {
-                        let quota = match cpu.quota() {
-                            Some(q) if q > 0 => q.to_string(),
-                            _ => "max".to_string(),
-                        };
-                        let period = cpu.period().unwrap_or(100_000);
-                        write(&d.join("cpu.max"), &format!("{quota} {period}"))?;
+            if let Some(c) = self.inner.controller_of::<CpuController>() {
+                let at = c.path().display();
+                if let Some(shares) = cpu.shares() {
+                    let v = if v2 { shares_to_weight(shares) } else { shares };
+                    c.set_shares(v)
+                        .map_err(|e| cg_err(format!("set cpu shares {v} in {at}"), e))?;
+                }
+                let (quota, period) = (cpu.quota(), cpu.period());
+                if v2 {
+                    if quota.is_some() || period.is_some() {
+                        c.set_cfs_quota_and_period(quota, period).map_err(|e| {
+                            cg_err(format!("set cpu.max {quota:?} {period:?} in {at}"), e)
+                        })?;
                     }
                 } else {
-                    if let Some(shares) = cpu.shares() {
-                        write(&d.join("cpu.shares"), &shares.to_string())?;
+                    // Period first: the quota is checked against it.
+                    if let Some(p) = period {
+                        c.set_cfs_period(p)
+                            .map_err(|e| cg_err(format!("set cpu.cfs_period_us {p} in {at}"), e))?;
                     }
-                    if let Some(period) = cpu.period() {
-                        write(&d.join("cpu.cfs_period_us"), &period.to_string())?;
+                    if let Some(q) = quota {
+                        c.set_cfs_quota(q)
+                            .map_err(|e| cg_err(format!("set cpu.cfs_quota_us {q} in {at}"), e))?;
                     }
-                    if let Some(quota) = cpu.quota() {
-                        write(&d.join("cpu.cfs_quota_us"), &quota.to_string())?;
-                    }
+                }
+            }
+            if let Some(cs) = self.inner.controller_of::<CpuSetController>() {
+                let at = cs.path().display();
+                if let Some(cpus) = cpu.cpus().as_deref().filter(|s| !s.is_empty()) {
+                    cs.set_cpus(cpus)
+                        .map_err(|e| cg_err(format!("set cpuset.cpus {cpus:?} in {at}"), e))?;
+                }
+                if let Some(mems) = cpu.mems().as_deref().filter(|s| !s.is_empty()) {
+                    cs.set_mems(mems)
+                        .map_err(|e| cg_err(format!("set cpuset.mems {mems:?} in {at}"), e))?;
                 }
             }
         }
         if let Some(devs) = r.devices() {
-            if !self.v2 {
-                if let Some(d) = self.dir("devices") {
+            // v2 has no devices files (it takes an eBPF program); v1 only.
+            if !v2 {
+                if let Some(d) = self.inner.controller_of::<DevicesController>() {
                     for rule in devs {
-                        let file = if rule.allow() {
-                            "devices.allow"
-                        } else {
-                            "devices.deny"
-                        };
-                        write(&d.join(file), &device_rule(rule))?;
+                        self.device(d, rule)?;
                     }
                 }
             }
         }
         if let Some(pids) = r.pids() {
-            if let Some(d) = self.dir("pids") {
+            if let Some(p) = self.inner.controller_of::<PidController>() {
                 let v = if pids.limit() > 0 {
-                    pids.limit().to_string()
+                    MaxValue::Value(pids.limit())
                 } else {
-                    "max".into()
+                    MaxValue::Max
                 };
-                write(&d.join("pids.max"), &v)?;
+                p.set_pid_max(v).map_err(|e| {
+                    cg_err(format!("set pids.max {v} in {}", p.path().display()), e)
+                })?;
             }
         }
         Ok(())
     }
 
-    /// Move `pid` into every controller's directory.
+    /// Write one devices.allow/devices.deny rule with cgroups-rs.
+    fn device(&self, d: &DevicesController, rule: &LinuxDeviceCgroup) -> Result<()> {
+        let typ = match rule.typ() {
+            Some(LinuxDeviceType::C) | Some(LinuxDeviceType::U) => DeviceType::Char,
+            Some(LinuxDeviceType::B) => DeviceType::Block,
+            Some(LinuxDeviceType::A) | None => DeviceType::All,
+            // The v1 devices controller only knows a, b and c (the kernel
+            // rejects "p"); FIFOs need no device access, so skip the rule.
+            Some(LinuxDeviceType::P) => return Ok(()),
+        };
+        let access = match rule.access() {
+            None => DevicePermissions::all(),
+            Some(a) => DevicePermissions::from_str(a)
+                .map_err(|_| Error::Spec(format!("bad device access {a:?}")))?,
+        };
+        // cgroups-rs writes -1 as "*".
+        let num = |n: Option<i64>| n.filter(|n| *n >= 0).unwrap_or(-1);
+        let (major, minor) = (num(rule.major()), num(rule.minor()));
+        let (verb, res) = if rule.allow() {
+            ("allow", d.allow_device(typ, major, minor, &access))
+        } else {
+            ("deny", d.deny_device(typ, major, minor, &access))
+        };
+        res.map_err(|e| {
+            cg_err(
+                format!(
+                    "{verb} device {:?} in {}",
+                    device_rule(rule),
+                    d.path().display()
+                ),
+                e,
+            )
+        })
+    }
+
+    /// Move `pid` (the whole thread group) into the cgroup, in every
+    /// controller on v1.
     pub fn add_pid(&self, pid: i32) -> Result<()> {
-        let mut done: Vec<&Path> = Vec::new();
-        for (_, d) in &self.dirs {
-            if done.contains(&d.as_path()) {
-                continue;
-            }
-            write(&d.join("cgroup.procs"), &pid.to_string())?;
-            done.push(d);
+        let task = CgroupPid::from(pid as u64);
+        if self.inner.v2() {
+            return self
+                .inner
+                .add_task_by_tgid(task)
+                .map_err(|e| cg_err(format!("add pid {pid} to cgroup {}", self.rel.display()), e));
+        }
+        // cgroups_rs::Cgroup::add_task_by_tgid does this loop too, but its
+        // error does not say which controller refused.
+        for sub in self.inner.subsystems() {
+            let c = sub.to_controller();
+            c.add_task_by_tgid(&task).map_err(|e| {
+                cg_err(
+                    format!("add pid {pid} to {}/cgroup.procs", c.path().display()),
+                    e,
+                )
+            })?;
         }
         Ok(())
     }
 
-    /// Pids still in the cgroup.
+    /// Pids still in the cgroup (any controller).
     pub fn pids(&self) -> Vec<i32> {
-        let mut out = Vec::new();
-        for (_, d) in &self.dirs {
-            if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
-                for p in s.split_whitespace().filter_map(|x| x.parse::<i32>().ok()) {
-                    if !out.contains(&p) {
-                        out.push(p);
-                    }
-                }
-            }
-        }
-        out
+        self.inner
+            .procs()
+            .into_iter()
+            .filter_map(|p| i32::try_from(p.pid).ok())
+            .filter(|p| *p > 0)
+            .collect()
     }
 
-    /// SIGKILL every process left in the cgroup.
+    /// SIGKILL every process left in the cgroup: `cgroup.kill` on v2 when
+    /// the kernel has it (cgroups-rs `kill`), else kill(2) for each pid.
     pub fn kill_all(&self) {
+        if self.inner.v2() && self.inner.kill().is_ok() {
+            return;
+        }
         for pid in self.pids() {
             // SAFETY: plain kill(2).
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 
-    /// Remove the leaf directories, killing and retrying briefly while tasks
+    /// Remove the cgroup (cgroups-rs `delete`, which retries with backoff
+    /// and removes sub-cgroups first), killing and retrying while tasks
     /// linger. Best effort; returns whether everything was removed.
     pub fn remove(&self) -> bool {
-        let mut all = true;
-        for (_, d) in &self.dirs {
-            let mut ok = false;
-            for attempt in 0..50 {
-                match std::fs::remove_dir(d) {
-                    Ok(()) => {
-                        ok = true;
-                        break;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        ok = true;
-                        break;
-                    }
-                    Err(_) => {
-                        if attempt % 10 == 5 {
-                            self.kill_all();
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
+        for attempt in 0..10 {
+            if attempt > 0 {
+                self.kill_all();
+                std::thread::sleep(Duration::from_millis(20));
             }
-            all &= ok;
+            if self.inner.delete().is_ok() && !self.inner.exists() {
+                return true;
+            }
         }
-        all
+        !self.inner.exists()
     }
 }
 
-/// A v1 devices rule line: `c 1:3 rwm`, `a *:* rwm`.
+/// A v1 devices rule line, as written to devices.allow/deny: `c 1:3 rwm`,
+/// `a *:* rwm`.
 pub fn device_rule(rule: &LinuxDeviceCgroup) -> String {
     let typ = match rule.typ() {
         Some(LinuxDeviceType::C) | Some(LinuxDeviceType::U) => "c",
@@ -328,15 +433,10 @@ pub fn device_rule(rule: &LinuxDeviceCgroup) -> String {
     format!("{typ} {}:{} {access}", num(rule.major()), num(rule.minor()))
 }
 
-fn is_mount_of_cgroup(p: &Path) -> bool {
-    nix::sys::statfs::statfs(p)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC)
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn weight_conversion() {
@@ -362,53 +462,250 @@ mod tests {
             relative(Path::new("/berth/default/x")),
             PathBuf::from("berth/default/x")
         );
+        assert_eq!(
+            relative(Path::new("/../berth/./x")),
+            PathBuf::from("berth/x")
+        );
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(cpu_list(&[(0, 0)]), "0");
+        assert_eq!(cpu_list(&[(0, 3), (8, 8)]), "0-3,8");
+        assert_eq!(cpu_list(&[]), "");
+    }
+
+    #[test]
+    fn bad_paths_are_refused() {
+        assert!(matches!(
+            Cgroup::create(Path::new("/"), None),
+            Err(Error::Spec(_))
+        ));
+        assert!(matches!(
+            Cgroup::create(Path::new("/.."), None),
+            Err(Error::Spec(_))
+        ));
+    }
+
+    #[test]
+    fn io_errors_survive_conversion() {
+        let m = MemController::new(PathBuf::from("/nonexistent-berth-cg"), false);
+        let e = cg_err("set it", m.set_limit(1).unwrap_err());
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
+        assert!(e.to_string().starts_with("set it: "), "{e}");
+    }
+
+    /// Test cgroups are /berth-rt-test-<pid>-<n>/<tag>: two levels (so the
+    /// cpuset copy runs through a parent), and a parent per test, so one
+    /// test's cleanup never removes a parent another is creating under.
+    fn unique(tag: &str) -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        PathBuf::from(format!(
+            "/berth-rt-test-{}-{}/{tag}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// Kills the test's child and removes its cgroup and the cgroup's
+    /// parent, whatever the test did.
+    struct Guard {
+        path: PathBuf,
+        child: Option<std::process::Child>,
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Some(c) = &mut self.child {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            if let Ok(cg) = Cgroup::load(&self.path) {
+                cg.kill_all();
+                cg.remove();
+                // Non-recursive: only ever removes an empty parent.
+                for (_, d) in cg.dirs() {
+                    if let Some(p) = d.parent() {
+                        let _ = std::fs::remove_dir(p);
+                    }
+                }
+            }
+        }
+    }
+
+    fn read(p: PathBuf) -> String {
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+            .trim()
+            .to_string()
+    }
+
+    macro_rules! require_root {
+        () => {
+            if !nix::unistd::geteuid().is_root() {
+                eprintln!("skipping: needs root");
+                return;
+            }
+        };
     }
 
     #[test]
     fn root_create_apply_remove() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipping: needs root");
-            return;
-        }
-        let root = Path::new(CGROUP_ROOT);
-        let name = format!("/berth-rt-test/cg-{}", std::process::id());
+        require_root!();
+        let guard = Guard {
+            path: unique("limits"),
+            child: None,
+        };
         let res: LinuxResources = serde_json::from_str(
             r#"{"memory":{"limit":67108864},"cpu":{"shares":512,"quota":50000,"period":100000},"pids":{"limit":64}}"#,
         )
         .unwrap();
-        let cg = Cgroup::create(root, Path::new(&name), Some(&res)).unwrap();
-        let mem = cg.dir("memory").unwrap().to_path_buf();
-        let pids = cg.dir("pids").unwrap().to_path_buf();
-        if !cg.v2 {
+        let cg = Cgroup::create(&guard.path, Some(&res)).unwrap();
+        assert_eq!(cg.v2(), is_v2(Path::new(CGROUP_ROOT)));
+        let mem = cg.dir("memory").unwrap();
+        let cpu = cg.dir("cpu").unwrap();
+        let pids = cg.dir("pids").unwrap();
+        if cg.v2() {
+            assert_eq!(read(mem.join("memory.max")), "67108864");
             assert_eq!(
-                std::fs::read_to_string(mem.join("memory.limit_in_bytes"))
-                    .unwrap()
-                    .trim(),
-                "67108864"
+                read(cpu.join("cpu.weight")),
+                shares_to_weight(512).to_string()
             );
-            assert!(
-                !std::fs::read_to_string(cg.dir("cpuset").unwrap().join("cpuset.cpus"))
-                    .unwrap()
-                    .trim()
-                    .is_empty()
-            );
+            assert_eq!(read(cpu.join("cpu.max")), "50000 100000");
+        } else {
+            assert_eq!(read(mem.join("memory.limit_in_bytes")), "67108864");
+            assert_eq!(read(cpu.join("cpu.shares")), "512");
+            assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "50000");
+            assert_eq!(read(cpu.join("cpu.cfs_period_us")), "100000");
+            let cpuset = cg.dir("cpuset").unwrap();
+            assert!(!read(cpuset.join("cpuset.cpus")).is_empty());
+            assert!(!read(cpuset.join("cpuset.mems")).is_empty());
         }
-        assert_eq!(
-            std::fs::read_to_string(pids.join("pids.max"))
-                .unwrap()
-                .trim(),
-            "64"
-        );
+        assert_eq!(read(pids.join("pids.max")), "64");
+        let dirs = cg.dirs();
+        assert!(dirs.iter().all(|(_, d)| d.ends_with(relative(&guard.path))));
         assert!(cg.remove());
-        assert!(!mem.exists());
-        let parent = Cgroup {
-            dirs: cg
-                .dirs
-                .iter()
-                .map(|(c, d)| (c.clone(), d.parent().unwrap().to_path_buf()))
-                .collect(),
-            v2: cg.v2,
+        for (c, d) in &dirs {
+            assert!(!d.exists(), "{c} cgroup {} left behind", d.display());
+        }
+    }
+
+    /// On a v1/hybrid host every mounted v1 controller gets the cgroup, and
+    /// neither the name=systemd hierarchy nor the cgroup2 mount is touched.
+    #[test]
+    fn root_v1_controllers_only() {
+        require_root!();
+        if is_v2(Path::new(CGROUP_ROOT)) {
+            eprintln!("skipping: pure cgroup v2 host");
+            return;
+        }
+        let guard = Guard {
+            path: unique("hybrid"),
+            child: None,
         };
-        parent.remove();
+        let rel = relative(&guard.path);
+        let cg = Cgroup::create(&guard.path, None).unwrap();
+        assert!(!cg.v2());
+        let names: Vec<String> = cg.dirs().into_iter().map(|(c, _)| c).collect();
+        for c in [
+            "memory", "cpu", "cpuacct", "pids", "cpuset", "devices", "freezer", "blkio",
+        ] {
+            if Path::new(CGROUP_ROOT).join(c).join("cgroup.procs").exists() {
+                assert!(names.iter().any(|n| n == c), "{c} missing from {names:?}");
+                assert!(Path::new(CGROUP_ROOT).join(c).join(&rel).is_dir());
+            }
+        }
+        assert!(!names.iter().any(|n| n.starts_with("name=")), "{names:?}");
+        for other in ["systemd", "unified"] {
+            let d = Path::new(CGROUP_ROOT).join(other).join(&rel);
+            assert!(!d.exists(), "{} created", d.display());
+        }
+        assert!(cg.remove());
+    }
+
+    #[test]
+    fn root_add_pid_kill_remove() {
+        require_root!();
+        let mut guard = Guard {
+            path: unique("procs"),
+            child: None,
+        };
+        let res: LinuxResources =
+            serde_json::from_str(r#"{"memory":{"limit":67108864},"pids":{"limit":16}}"#).unwrap();
+        let cg = Cgroup::create(&guard.path, Some(&res)).unwrap();
+        let child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        guard.child = Some(child);
+        cg.add_pid(pid).unwrap();
+        let mut seen = Vec::new();
+        for (c, d) in cg.dirs() {
+            if seen.contains(&d) {
+                continue;
+            }
+            let procs = read(d.join("cgroup.procs"));
+            assert!(
+                procs.lines().any(|l| l == pid.to_string()),
+                "{pid} not in {c} {}: {procs:?}",
+                d.display()
+            );
+            seen.push(d);
+        }
+        assert_eq!(cg.pids(), vec![pid]);
+        let own = read(PathBuf::from(format!("/proc/{pid}/cgroup")));
+        let rel = relative(&guard.path);
+        assert!(own.contains(&format!("/{}", rel.display())), "{own}");
+
+        // While the task is inside, removal must kill it and still succeed.
+        assert!(cg.remove());
+        let status = guard.child.as_mut().unwrap().wait().unwrap();
+        assert!(!status.success());
+        guard.child = None;
+        for (c, d) in cg.dirs() {
+            assert!(!d.exists(), "{c} cgroup {} left behind", d.display());
+        }
+        assert!(cg.pids().is_empty());
+    }
+
+    #[test]
+    fn root_devices_rules_land_in_v1() {
+        require_root!();
+        if is_v2(Path::new(CGROUP_ROOT)) {
+            eprintln!("skipping: no devices files on cgroup v2");
+            return;
+        }
+        let guard = Guard {
+            path: unique("devices"),
+            child: None,
+        };
+        let res: LinuxResources = serde_json::from_str(
+            r#"{"devices":[{"allow":false,"access":"rwm"},{"allow":true,"type":"c","major":1,"minor":3,"access":"rwm"},{"allow":true,"type":"c","major":136,"access":"rw"},{"allow":true,"type":"p","access":"rwm"}]}"#,
+        )
+        .unwrap();
+        let cg = Cgroup::create(&guard.path, Some(&res)).unwrap();
+        let list = read(cg.dir("devices").unwrap().join("devices.list"));
+        let mut lines: Vec<&str> = list.lines().collect();
+        lines.sort();
+        assert_eq!(lines, vec!["c 136:* rw", "c 1:3 rwm"]);
+        assert!(cg.remove());
+
+        let bad: LinuxResources =
+            serde_json::from_str(r#"{"devices":[{"allow":true,"type":"c","access":"rwx"}]}"#)
+                .unwrap();
+        let path = unique("devices-bad");
+        let guard2 = Guard {
+            path: path.clone(),
+            child: None,
+        };
+        assert!(matches!(
+            Cgroup::create(&path, Some(&bad)),
+            Err(Error::Spec(_))
+        ));
+        let cg = Cgroup::load(&guard2.path).unwrap();
+        for (c, d) in cg.dirs() {
+            assert!(!d.exists(), "{c} cgroup {} left behind", d.display());
+        }
     }
 }

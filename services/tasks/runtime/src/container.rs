@@ -2,7 +2,7 @@
 //! cgroup, let it set up its rootfs and exec, and learn through a CLOEXEC
 //! pipe whether exec succeeded (EOF) or what failed.
 
-use crate::cgroups::{Cgroup, CGROUP_ROOT};
+use crate::cgroups::Cgroup;
 use crate::error::{Context, Error, Result, EXIT_SETUP_FAILED};
 use crate::namespaces::{self, NamespacePlan};
 use crate::rootpath::Root;
@@ -13,7 +13,7 @@ use nix::sched::CloneFlags;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// A created (and exec'd) container init.
 #[derive(Debug)]
@@ -58,11 +58,7 @@ pub fn create(bundle: &Bundle, id: &str) -> Result<Container> {
         .ok_or_else(|| Error::Spec("no linux section".into()))?;
     let plan = namespaces::plan(linux.namespaces().as_deref().unwrap_or(&[]))?;
 
-    let cgroup = Cgroup::create(
-        Path::new(CGROUP_ROOT),
-        &cgroups_path(bundle, id),
-        linux.resources().as_ref(),
-    )?;
+    let cgroup = Cgroup::create(&cgroups_path(bundle, id), linux.resources().as_ref())?;
     match spawn(bundle, &plan, &cgroup) {
         Ok((pid, stdout, stderr)) => Ok(Container {
             pid,

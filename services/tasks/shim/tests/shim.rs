@@ -138,7 +138,7 @@ impl TestBundle {
     fn cgroup_dirs(&self) -> Vec<PathBuf> {
         [
             "memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer", "unified",
-            "",
+            "systemd", "",
         ]
         .iter()
         .map(|c| {
@@ -451,6 +451,72 @@ fn resources_are_applied_to_the_cgroup() {
     assert_eq!(exit["exit_status"], 0);
     let out = stdout_lines(&log).join("");
     assert!(out.contains(&format!("/berth-test/{}", b.name)), "{out}");
+    assert_clean(&b);
+}
+
+/// While the container runs, its init is in the cgroup of every v1
+/// controller (or the v2 one) and the limits are in the cgroup files; after
+/// it is killed the shim removes every directory.
+#[test]
+fn running_container_cgroup_holds_init_and_limits() {
+    require_root!();
+    let mut b = TestBundle::new("cglim");
+    b.config["linux"]["resources"] = json!({
+        "memory": {"limit": 67108864},
+        "cpu": {"shares": 512, "quota": 50000, "period": 100000},
+        "pids": {"limit": 32}
+    });
+    b.args(&["sleep", "1000"]);
+    std::fs::write(b.dir.join("config.json"), b.config.to_string()).unwrap();
+    let out = Command::new(SHIM)
+        .args(["--id", &b.name, "--bundle"])
+        .arg(&b.dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pid = line["pid"].as_i64().expect("pid") as i32;
+    let root = Path::new("/sys/fs/cgroup");
+    let v2 = nix::sys::statfs::statfs(root)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap();
+    let at = |c: &str, f: &str| {
+        let p = root.join(c).join("berth-test").join(&b.name).join(f);
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+            .trim()
+            .to_string()
+    };
+    if v2 {
+        assert!(at("", "cgroup.procs").lines().any(|l| l == pid.to_string()));
+        assert_eq!(at("", "memory.max"), "67108864");
+        assert_eq!(at("", "cpu.max"), "50000 100000");
+        assert_eq!(at("", "pids.max"), "32");
+    } else {
+        for c in [
+            "memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer",
+        ] {
+            if root.join(c).join("cgroup.procs").exists() {
+                let procs = at(c, "cgroup.procs");
+                assert!(
+                    procs.lines().any(|l| l == pid.to_string()),
+                    "{pid} not in {c}: {procs:?}"
+                );
+            }
+        }
+        assert_eq!(at("memory", "memory.limit_in_bytes"), "67108864");
+        assert_eq!(at("cpu", "cpu.shares"), "512");
+        assert_eq!(at("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(at("cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(at("pids", "pids.max"), "32");
+        assert!(!at("cpuset", "cpuset.cpus").is_empty());
+        // Named hierarchies (name=systemd) are left alone.
+        assert!(!root.join("systemd/berth-test").join(&b.name).exists());
+    }
+    // SAFETY: kill the container init this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let exit = b.wait_exit();
+    assert_eq!(exit["exit_status"], 137);
     assert_clean(&b);
 }
 
