@@ -92,6 +92,7 @@ pub fn create_request(args: &RunArgs) -> Result<CreateContainerRequest, String> 
         labels,
         stop_signal: args.stop_signal.clone().unwrap_or_default(),
         stop_timeout: args.stop_timeout,
+        ..Default::default()
     })
 }
 
