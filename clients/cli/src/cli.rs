@@ -60,6 +60,37 @@ pub enum Command {
     Rmi(RmiArgs),
     /// Show the berth version information
     Version,
+    /// Get real time events from the server
+    Events(crate::cmd::lifecycle::EventsArgs),
+    /// Restart one or more containers
+    Restart(StopArgs),
+    /// Rename a container
+    Rename(crate::cmd::lifecycle::RenameArgs),
+    /// Copy files/folders between a container and the local filesystem
+    #[command(
+        override_usage = "berth cp [OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n       berth cp [OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH"
+    )]
+    Cp(crate::cmd::files::CpArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(crate::cmd::files::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(crate::cmd::files::ExportArgs),
+    /// Create a new image from a container's changes
+    Commit(crate::cmd::files::CommitArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(crate::cmd::processes::AttachArgs),
+    /// Execute a command in a running container
+    #[command(override_usage = "berth exec [OPTIONS] CONTAINER COMMAND [ARG...]")]
+    Exec(crate::cmd::processes::ExecArgs),
+    /// Pause all processes within one or more containers
+    Pause(crate::cmd::processes::PauseArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(crate::cmd::processes::PauseArgs),
+    /// Display the running processes of a container
+    #[command(override_usage = "berth top CONTAINER [ps OPTIONS]")]
+    Top(crate::cmd::processes::TopArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(crate::cmd::processes::StatsArgs),
     /// Manage images
     #[command(subcommand, arg_required_else_help = true)]
     Image(ImageCommand),
@@ -110,6 +141,32 @@ pub enum ContainerCommand {
     Wait(WaitArgs),
     /// Display detailed information on one or more containers
     Inspect(ImageInspectArgs),
+    /// Restart one or more containers
+    Restart(StopArgs),
+    /// Rename a container
+    Rename(crate::cmd::lifecycle::RenameArgs),
+    /// Remove all stopped containers
+    Prune(crate::cmd::lifecycle::PruneArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(crate::cmd::files::CpArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(crate::cmd::files::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(crate::cmd::files::ExportArgs),
+    /// Create a new image from a container's changes
+    Commit(crate::cmd::files::CommitArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(crate::cmd::processes::AttachArgs),
+    /// Execute a command in a running container
+    Exec(crate::cmd::processes::ExecArgs),
+    /// Pause all processes within one or more containers
+    Pause(crate::cmd::processes::PauseArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(crate::cmd::processes::PauseArgs),
+    /// Display the running processes of a container
+    Top(crate::cmd::processes::TopArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(crate::cmd::processes::StatsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -124,18 +181,30 @@ pub struct RunArgs {
     /// Run container in background and print container ID
     #[arg(short = 'd', long)]
     pub detach: bool,
-    /// Keep STDIN open even if not attached (accepted; stdin is not forwarded yet)
+    /// Keep STDIN open even if not attached
     #[arg(short = 'i', long)]
     pub interactive: bool,
-    /// Allocate a pseudo-TTY (accepted; no TTY support yet)
+    /// Allocate a pseudo-TTY
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long = "detach-keys", value_name = "string")]
+    pub detach_keys: Option<String>,
     /// Assign a name to the container
     #[arg(long)]
     pub name: Option<String>,
     /// Set environment variables
     #[arg(short = 'e', long = "env", value_name = "list")]
     pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file", value_name = "list")]
+    pub env_file: Vec<String>,
+    /// Restart policy to apply when a container exits
+    #[arg(long = "restart", value_name = "string", default_value = "no")]
+    pub restart: String,
+    /// Mount the container's root filesystem as read only
+    #[arg(long = "read-only")]
+    pub read_only: bool,
     /// Working directory inside the container
     #[arg(short = 'w', long = "workdir", value_name = "string")]
     pub workdir: Option<String>,
@@ -204,6 +273,12 @@ pub struct StartArgs {
     /// Attach STDOUT/STDERR and forward signals
     #[arg(short = 'a', long)]
     pub attach: bool,
+    /// Attach container's STDIN
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long = "detach-keys", value_name = "string")]
+    pub detach_keys: Option<String>,
     #[arg(value_name = "CONTAINER", required = true)]
     pub containers: Vec<String>,
 }
@@ -285,6 +360,12 @@ pub struct LogsArgs {
     /// Number of lines to show from the end of the logs
     #[arg(short = 'n', long, default_value = "all", value_name = "string")]
     pub tail: String,
+    /// Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m" for 42 minutes)
+    #[arg(long, value_name = "string")]
+    pub since: Option<String>,
+    /// Show logs before a timestamp (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m" for 42 minutes)
+    #[arg(long, value_name = "string")]
+    pub until: Option<String>,
     #[arg(value_name = "CONTAINER")]
     pub container: String,
 }

@@ -2,7 +2,10 @@
 
 use std::error::Error as _;
 
+use berth_proto::gateway::v1::container_files_client::ContainerFilesClient;
+use berth_proto::gateway::v1::container_processes_client::ContainerProcessesClient;
 use berth_proto::gateway::v1::containers_client::ContainersClient;
+use berth_proto::gateway::v1::events_client::EventsClient;
 use berth_proto::gateway::v1::images_client::ImagesClient;
 use berth_proto::gateway::v1::system_client::SystemClient;
 use tonic::transport::Channel;
@@ -39,6 +42,18 @@ impl Ctx {
 
     pub fn containers(&self) -> ContainersClient<Channel> {
         ContainersClient::new(self.channel.clone())
+    }
+
+    pub fn processes(&self) -> ContainerProcessesClient<Channel> {
+        ContainerProcessesClient::new(self.channel.clone())
+    }
+
+    pub fn files(&self) -> ContainerFilesClient<Channel> {
+        ContainerFilesClient::new(self.channel.clone())
+    }
+
+    pub fn events(&self) -> EventsClient<Channel> {
+        EventsClient::new(self.channel.clone())
     }
 
     pub fn system(&self) -> SystemClient<Channel> {

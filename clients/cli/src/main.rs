@@ -286,6 +286,19 @@ fn command_name(c: &Command) -> &'static str {
         Command::Tag(_) => "tag",
         Command::Rmi(_) => "rmi",
         Command::Version => "version",
+        Command::Events(_) => "events",
+        Command::Restart(_) => "restart",
+        Command::Rename(_) => "rename",
+        Command::Cp(_) => "cp",
+        Command::Diff(_) => "diff",
+        Command::Export(_) => "export",
+        Command::Commit(_) => "commit",
+        Command::Attach(_) => "attach",
+        Command::Exec(_) => "exec",
+        Command::Pause(_) => "pause",
+        Command::Unpause(_) => "unpause",
+        Command::Top(_) => "top",
+        Command::Stats(_) => "stats",
         Command::Image(_) => "image",
         Command::Container(_) => "container",
     }
@@ -345,6 +358,44 @@ async fn dispatch(ctx: &Ctx, command: Command) -> i32 {
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(ctx, a).await,
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(ctx, a).await,
         Command::Version => system::version(ctx).await,
+        Command::Events(a) => cmd::lifecycle::events(ctx, a).await,
+        Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
+            cmd::lifecycle::restart(ctx, a).await
+        }
+        Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => {
+            cmd::lifecycle::rename(ctx, a).await
+        }
+        Command::Container(ContainerCommand::Prune(a)) => cmd::lifecycle::prune(ctx, a).await,
+        Command::Cp(a) | Command::Container(ContainerCommand::Cp(a)) => {
+            cmd::files::cp(ctx, a).await
+        }
+        Command::Diff(a) | Command::Container(ContainerCommand::Diff(a)) => {
+            cmd::files::diff(ctx, a).await
+        }
+        Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => {
+            cmd::files::export(ctx, a).await
+        }
+        Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
+            cmd::files::commit(ctx, a).await
+        }
+        Command::Attach(a) | Command::Container(ContainerCommand::Attach(a)) => {
+            cmd::processes::attach(ctx, a).await
+        }
+        Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => {
+            cmd::processes::exec(ctx, a).await
+        }
+        Command::Pause(a) | Command::Container(ContainerCommand::Pause(a)) => {
+            cmd::processes::pause(ctx, a).await
+        }
+        Command::Unpause(a) | Command::Container(ContainerCommand::Unpause(a)) => {
+            cmd::processes::unpause(ctx, a).await
+        }
+        Command::Top(a) | Command::Container(ContainerCommand::Top(a)) => {
+            cmd::processes::top(ctx, a).await
+        }
+        Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => {
+            cmd::processes::stats(ctx, a).await
+        }
     }
 }
 

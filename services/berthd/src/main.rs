@@ -290,7 +290,10 @@ fn gateway(
                 .trace_fn(rpc_span)
                 .add_service(gw.images_server())
                 .add_service(gw.containers_server())
+                .add_service(gw.processes_server())
                 .add_service(gw.system_server())
+                .add_service(gw.events_server())
+                .add_service(gw.files_server())
                 .serve_with_incoming_shutdown(incoming, shutdown_signal(rx))
                 .await
         })

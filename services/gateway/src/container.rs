@@ -21,12 +21,34 @@ pub struct ContainerConfig {
     pub stop_timeout: Option<i32>,
     /// The image as the user named it.
     pub image: String,
+    /// A pseudo-terminal for the init (-t).
+    #[serde(default)]
+    pub tty: bool,
+    /// Stdin kept open for attaching clients (-i).
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// Close stdin when the first attached client's input ends.
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HostConfig {
     pub auto_remove: bool,
     pub network_mode: String,
+    pub restart_policy: RestartPolicy,
+    pub read_only: bool,
+}
+
+/// Docker's HostConfig.RestartPolicy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestartPolicy {
+    /// "no" (or empty), "always", "unless-stopped", "on-failure".
+    pub name: String,
+    /// on-failure only; 0 = no limit.
+    pub maximum_retry_count: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -66,6 +88,13 @@ pub struct ContainerRecord {
     /// Set while a removal is in progress.
     #[serde(default)]
     pub removing: bool,
+    /// Stopped or killed by the user: the restart policy does not apply
+    /// until the next start (docker's HasBeenManuallyStopped).
+    #[serde(default)]
+    pub manually_stopped: bool,
+    /// The restart back-off last used, in milliseconds (0: none yet).
+    #[serde(default)]
+    pub restart_delay_ms: u64,
 }
 
 impl ContainerRecord {
@@ -113,7 +142,8 @@ impl ContainerRecord {
             "Args": self.args,
             "State": {
                 "Status": st.status,
-                "Running": st.status == "running" || st.status == "paused",
+                // docker counts a restarting container as running.
+                "Running": matches!(st.status.as_str(), "running" | "paused" | "restarting"),
                 "Paused": st.status == "paused",
                 "Restarting": st.status == "restarting",
                 "OOMKilled": st.oom_killed,
@@ -143,13 +173,16 @@ impl ContainerRecord {
                 "LogConfig": {"Type": "json-file", "Config": {}},
                 "NetworkMode": network_mode,
                 "PortBindings": {},
-                "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+                "RestartPolicy": {
+                    "Name": if self.host_config.restart_policy.name.is_empty() { "no" } else { self.host_config.restart_policy.name.as_str() },
+                    "MaximumRetryCount": self.host_config.restart_policy.maximum_retry_count,
+                },
                 "AutoRemove": self.host_config.auto_remove,
                 "VolumeDriver": "",
                 "VolumesFrom": null,
                 "Privileged": false,
                 "PublishAllPorts": false,
-                "ReadonlyRootfs": false,
+                "ReadonlyRootfs": self.host_config.read_only,
                 "Runtime": "berth",
                 "CgroupParent": "",
             },
@@ -159,12 +192,12 @@ impl ContainerRecord {
                 "Hostname": self.config.hostname,
                 "Domainname": "",
                 "User": self.config.user,
-                "AttachStdin": false,
+                "AttachStdin": self.config.open_stdin && self.config.stdin_once,
                 "AttachStdout": true,
                 "AttachStderr": true,
-                "Tty": false,
-                "OpenStdin": false,
-                "StdinOnce": false,
+                "Tty": self.config.tty,
+                "OpenStdin": self.config.open_stdin,
+                "StdinOnce": self.config.stdin_once,
                 "Env": self.config.env,
                 "Cmd": self.config.cmd,
                 "Image": self.config.image,

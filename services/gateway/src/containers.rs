@@ -11,7 +11,8 @@ use berth_proto::gateway::v1::{
     attach_response, AttachRequest, AttachResponse, ContainerRef, ContainerSummary,
     CreateContainerRequest, CreateContainerResponse, Empty, ExitStatus, InspectResponse,
     KillContainerRequest, ListContainersRequest, ListContainersResponse, LogEntry, LogsRequest,
-    RemoveContainerRequest, StartContainerResponse, StopContainerRequest, WaitContainerRequest,
+    PruneContainersRequest, PruneContainersResponse, RemoveContainerRequest,
+    RenameContainerRequest, StartContainerResponse, StopContainerRequest, WaitContainerRequest,
     WaitContainerResponse,
 };
 use berth_proto::network::v1::{AttachRequest as NetAttach, DetachRequest as NetDetach};
@@ -30,6 +31,7 @@ use crate::container::{
     new_id, random_name, validate_name, ContainerConfig, ContainerRecord, HostConfig, State,
 };
 use crate::error::{Error, Result};
+use crate::lifecycle;
 use crate::logs::{self, Tailer};
 use crate::spec;
 use crate::{Event, EventKind, Inner};
@@ -122,7 +124,7 @@ impl Inner {
         Err(Error::NotFound(format!("No such container: {r}")))
     }
 
-    fn get(&self, ns: &str, id: &str) -> Option<ContainerRecord> {
+    pub(crate) fn get(&self, ns: &str, id: &str) -> Option<ContainerRecord> {
         self.containers
             .lock()
             .unwrap()
@@ -131,7 +133,7 @@ impl Inner {
     }
 
     /// Changes a record in memory and in the store.
-    fn update(
+    pub(crate) fn update(
         &self,
         ns: &str,
         id: &str,
@@ -261,6 +263,12 @@ impl Inner {
         if !stop_signal.is_empty() {
             parse_signal(&stop_signal)?;
         }
+        let restart_policy = lifecycle::parse_restart_policy(&req.restart_policy)?;
+        if req.auto_remove && !restart_policy.name.is_empty() {
+            return Err(Error::InvalidArgument(
+                "can't create 'AutoRemove' container with restart policy".into(),
+            ));
+        }
 
         // Reserve the name and the record before doing anything on disk.
         let dir = self.root.join("containers").join(&id);
@@ -299,10 +307,15 @@ impl Inner {
                     stop_signal,
                     stop_timeout: req.stop_timeout,
                     image: req.image.clone(),
+                    tty: req.tty,
+                    open_stdin: req.open_stdin,
+                    stdin_once: req.stdin_once,
                 },
                 host_config: HostConfig {
                     auto_remove: req.auto_remove,
                     network_mode: network_mode.to_string(),
+                    restart_policy,
+                    read_only: req.read_only,
                 },
                 state: State {
                     status: "created".into(),
@@ -312,6 +325,8 @@ impl Inner {
                 dir: dir.to_string_lossy().into_owned(),
                 restart_count: 0,
                 removing: true, // not visible as usable until set up
+                manually_stopped: false,
+                restart_delay_ms: 0,
             };
             map.insert((ns.to_string(), id.clone()), rec.clone());
             rec
@@ -377,6 +392,7 @@ impl Inner {
         {
             r.removing = false;
         }
+        self.emit_container(ns, &id, "create", &[]);
         info!(id = %id, name = %name, "created container");
         Ok(CreateContainerResponse {
             id,
@@ -384,7 +400,7 @@ impl Inner {
         })
     }
 
-    async fn start_container(self: &Arc<Self>, ns: &str, r: &str) -> Result<()> {
+    pub(crate) async fn start_container(self: &Arc<Self>, ns: &str, r: &str) -> Result<()> {
         let id = self.find(ns, r)?.id;
         let lock = self.op_lock(ns, &id);
         let _guard = lock.lock().await;
@@ -446,6 +462,7 @@ impl Inner {
                             .map_err(|e| Error::Internal(e.to_string()))?,
                         rootfs: mounts,
                         log_path: rec.log_path(),
+                        open_stdin: rec.config.open_stdin,
                     },
                 ))
                 .await
@@ -472,6 +489,7 @@ impl Inner {
                         ..Default::default()
                     };
                 })?;
+                self.emit_container(ns, &id, "start", &[]);
                 self.publish(ns, &id, EventKind::Start);
                 self.clone().spawn_watcher(ns.to_string(), id.clone());
                 Ok(())
@@ -551,11 +569,13 @@ impl Inner {
         } else {
             exited_at
         };
+        let mut restart_in = None;
         let rec = match self.update(ns, id, false, |c| {
             c.state.status = "exited".into();
             c.state.pid = 0;
             c.state.exit_code = code;
             c.state.finished_at = exited_at.clone();
+            restart_in = lifecycle::after_exit(c);
         }) {
             Ok(r) => r,
             Err(e) => {
@@ -564,6 +584,7 @@ impl Inner {
             }
         };
         info!(id, code, "container exited");
+        self.emit_container(ns, id, "die", &[("exitCode", code.to_string())]);
         let _ = self
             .tasks
             .clone()
@@ -585,11 +606,16 @@ impl Inner {
             self.publish(ns, id, EventKind::Destroy);
         } else {
             self.publish(ns, id, EventKind::Die(code));
+            if let Some(delay) = restart_in {
+                self.clone()
+                    .spawn_restart(ns.to_string(), id.to_string(), delay);
+            }
         }
     }
 
     /// Removes a stopped container's snapshot, files and record. Idempotent.
     async fn destroy(&self, ns: &str, rec: &ContainerRecord) {
+        self.emit_container(ns, &rec.id, "destroy", &[]);
         if let Err(s) = self
             .snapshots
             .clone()
@@ -646,6 +672,8 @@ impl Inner {
     }
 
     async fn signal(&self, ns: &str, id: &str, sig: i32) -> Result<()> {
+        // A paused container is thawed first, like docker.
+        crate::processes::thaw_for_signal(self, ns, id).await;
         match self
             .tasks
             .clone()
@@ -666,8 +694,14 @@ impl Inner {
         }
     }
 
-    async fn stop_container(&self, ns: &str, r: &str, timeout: Option<i32>) -> Result<()> {
+    pub(crate) async fn stop_container(
+        &self,
+        ns: &str,
+        r: &str,
+        timeout: Option<i32>,
+    ) -> Result<()> {
         let rec = self.find(ns, r)?;
+        self.mark_stopped_by_user(ns, &rec.id);
         if !rec.state.running() {
             return Ok(());
         }
@@ -678,6 +712,7 @@ impl Inner {
         };
         let secs = timeout.or(rec.config.stop_timeout).unwrap_or(10);
         let mut rx = self.events.subscribe();
+        self.emit_container(ns, &rec.id, "kill", &[("signal", sig.to_string())]);
         self.signal(ns, &rec.id, sig).await?;
         let limit = if secs < 0 {
             Duration::from_secs(u64::MAX / 4)
@@ -685,10 +720,18 @@ impl Inner {
             Duration::from_secs(secs as u64)
         };
         if self.wait_stopped(ns, &rec.id, &mut rx, limit).await {
+            self.emit_container(ns, &rec.id, "stop", &[]);
             return Ok(());
         }
+        self.emit_container(
+            ns,
+            &rec.id,
+            "kill",
+            &[("signal", libc::SIGKILL.to_string())],
+        );
         self.signal(ns, &rec.id, libc::SIGKILL).await?;
         if self.wait_stopped(ns, &rec.id, &mut rx, KILL_WAIT).await {
+            self.emit_container(ns, &rec.id, "stop", &[]);
             Ok(())
         } else {
             Err(Error::Internal(format!(
@@ -700,16 +743,29 @@ impl Inner {
     async fn kill_container(&self, ns: &str, r: &str, signal: &str) -> Result<()> {
         let sig = parse_signal(signal)?;
         let rec = self.find(ns, r)?;
+        if rec.state.status == "restarting" {
+            // Nothing runs: cancelling the pending restart is the kill.
+            self.mark_stopped_by_user(ns, &rec.id);
+            self.emit_container(ns, &rec.id, "kill", &[("signal", sig.to_string())]);
+            return Ok(());
+        }
         if !rec.state.running() {
             return Err(Error::FailedPrecondition(format!(
                 "Cannot kill container: {r}: Container {} is not running",
                 rec.id
             )));
         }
+        self.mark_stopped_by_user(ns, &rec.id);
+        self.emit_container(ns, &rec.id, "kill", &[("signal", sig.to_string())]);
         self.signal(ns, &rec.id, sig).await
     }
 
-    async fn remove_container(self: &Arc<Self>, ns: &str, r: &str, force: bool) -> Result<()> {
+    pub(crate) async fn remove_container(
+        self: &Arc<Self>,
+        ns: &str,
+        r: &str,
+        force: bool,
+    ) -> Result<()> {
         let id = self.find(ns, r)?.id;
         let lock = self.op_lock(ns, &id);
         let _guard = lock.lock().await;
@@ -723,6 +779,8 @@ impl Inner {
                 )));
             }
             let mut rx = self.events.subscribe();
+            self.mark_stopped_by_user(ns, &id);
+            self.emit_container(ns, &id, "kill", &[("signal", libc::SIGKILL.to_string())]);
             self.signal(ns, &id, libc::SIGKILL).await?;
             if !self.wait_stopped(ns, &id, &mut rx, KILL_WAIT).await {
                 return Err(Error::Internal(format!(
@@ -768,7 +826,9 @@ impl Inner {
         let rec = self.find(ns, r)?;
         let id = rec.id.clone();
         match condition {
-            "" | "not-running" if !rec.state.running() => return Ok(rec.state.exit_code),
+            "" | "not-running" if !rec.state.running() && rec.state.status != "restarting" => {
+                return Ok(rec.state.exit_code)
+            }
             "" | "not-running" | "next-exit" | "removed" => {}
             other => {
                 return Err(Error::InvalidArgument(format!(
@@ -780,6 +840,11 @@ impl Inner {
         loop {
             match rx.recv().await {
                 Ok(ev) if ev.ns == ns && ev.id == id => match ev.kind {
+                    EventKind::Die(_)
+                        if condition != "removed"
+                            && self
+                                .get(ns, &id)
+                                .is_some_and(|c| c.state.status == "restarting") => {}
                     EventKind::Die(code) if condition != "removed" => return Ok(code),
                     EventKind::Die(code) => last_code = code,
                     EventKind::Destroy => return Ok(last_code),
@@ -827,8 +892,9 @@ pub(crate) async fn recover(inner: Arc<Inner>) {
                     if st.status == TaskStatus::Running as i32
                         || st.status == TaskStatus::Paused as i32
                     {
+                        let paused = st.status == TaskStatus::Paused as i32;
                         let _ = inner.update(&ns, &id, true, |c| {
-                            c.state.status = "running".into();
+                            c.state.status = if paused { "paused" } else { "running" }.into();
                             c.state.pid = st.pid;
                             if c.state.started_at.is_empty() {
                                 c.state.started_at = st.started_at.clone();
@@ -866,6 +932,7 @@ pub(crate) async fn recover(inner: Arc<Inner>) {
             }
         }
     }
+    inner.apply_restart_policies_at_start().await;
 }
 
 type EntryStream<T> = ReceiverStream<std::result::Result<T, Status>>;
@@ -890,7 +957,7 @@ impl Containers for ContainersApi {
         req: Request<ContainerRef>,
     ) -> std::result::Result<Response<StartContainerResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
-        self.0.start_container(&ns, &req.get_ref().id).await?;
+        self.0.user_start(&ns, &req.get_ref().id).await?;
         Ok(Response::new(StartContainerResponse {}))
     }
 
@@ -952,7 +1019,7 @@ impl Containers for ContainersApi {
             .filter(|c| {
                 c.namespace == ns
                     && !(c.removing && c.state.status == "created")
-                    && (all || c.state.running())
+                    && (all || c.state.running() || c.state.status == "restarting")
             })
             .cloned()
             .collect();
@@ -993,6 +1060,35 @@ impl Containers for ContainersApi {
         }))
     }
 
+    async fn restart(
+        &self,
+        req: Request<StopContainerRequest>,
+    ) -> std::result::Result<Response<Empty>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let r = req.get_ref();
+        self.0.restart_container(&ns, &r.id, r.timeout).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn rename(
+        &self,
+        req: Request<RenameContainerRequest>,
+    ) -> std::result::Result<Response<Empty>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let r = req.get_ref();
+        self.0.rename_container(&ns, &r.id, &r.new_name)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn prune(
+        &self,
+        req: Request<PruneContainersRequest>,
+    ) -> std::result::Result<Response<PruneContainersResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let filters = req.into_inner().filters;
+        Ok(Response::new(self.0.prune_containers(&ns, filters).await?))
+    }
+
     type LogsStream = EntryStream<LogEntry>;
 
     async fn logs(
@@ -1002,12 +1098,18 @@ impl Containers for ContainersApi {
         let ns = berth_common::namespace_of(&req)?;
         let r = req.into_inner();
         let rec = self.0.find(&ns, &r.id)?;
+        let window = lifecycle::LogWindow::parse(&r.since, &r.until)?;
         let inner = self.0.clone();
         let (tx, rx) = mpsc::channel(64);
         let mut events = inner.events.subscribe();
         let mut tailer = Tailer::open(&rec.log_path(), false).await;
         tokio::spawn(async move {
-            let first = logs::select(tailer.read_available().await, r.stdout, r.stderr, r.tail);
+            let first = logs::select(
+                window.filter(tailer.read_available().await),
+                r.stdout,
+                r.stderr,
+                r.tail,
+            );
             for e in first {
                 if tx.send(Ok(e)).await.is_err() {
                     return;
@@ -1018,7 +1120,8 @@ impl Containers for ContainersApi {
             }
             loop {
                 if inner.get(&ns, &rec.id).is_none_or(|c| !c.state.running()) {
-                    for e in logs::select(tailer.read_available().await, r.stdout, r.stderr, -1) {
+                    let rest = window.filter(tailer.read_available().await);
+                    for e in logs::select(rest, r.stdout, r.stderr, -1) {
                         let _ = tx.send(Ok(e)).await;
                     }
                     return;
@@ -1028,7 +1131,8 @@ impl Containers for ContainersApi {
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                     _ = tx.closed() => return,
                 }
-                for e in logs::select(tailer.read_available().await, r.stdout, r.stderr, -1) {
+                let more = window.filter(tailer.read_available().await);
+                for e in logs::select(more, r.stdout, r.stderr, -1) {
                     if tx.send(Ok(e)).await.is_err() {
                         return;
                     }

@@ -752,7 +752,14 @@ impl Images for ImagesApi {
         req: Request<Streaming<ImportRequest>>,
     ) -> Result<Response<ImportResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
-        Ok(Response::new(self.0.import(&ns, req.into_inner()).await?))
+        let resp = self.0.import(&ns, req.into_inner()).await?;
+        let name = if resp.reference.is_empty() {
+            &resp.id
+        } else {
+            &resp.reference
+        };
+        self.0.emit_image(&ns, &resp.id, "import", name);
+        Ok(Response::new(resp))
     }
 
     async fn list(
@@ -834,6 +841,8 @@ impl Images for ImagesApi {
         if let Some(prev) = previous.filter(|p| p.digest != info.manifest.digest) {
             self.0.keep_if_unnamed(&ns, &prev).await?;
         }
+        self.0
+            .emit_image(&ns, &info.id, "tag", &familiar(&target.full()));
         Ok(Response::new(TagResponse {}))
     }
 
@@ -842,9 +851,20 @@ impl Images for ImagesApi {
         req: Request<RemoveImageRequest>,
     ) -> Result<Response<RemoveImageResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
-        Ok(Response::new(
-            self.0.remove_image(&ns, req.get_ref()).await?,
-        ))
+        let id = self
+            .0
+            .resolve_image(&ns, &req.get_ref().reference)
+            .await
+            .map(|(info, _)| info.id.clone())
+            .unwrap_or_default();
+        let resp = self.0.remove_image(&ns, req.get_ref()).await?;
+        for name in &resp.untagged {
+            self.0.emit_image(&ns, &id, "untag", name);
+        }
+        if resp.deleted.first().is_some_and(|d| *d == id) {
+            self.0.emit_image(&ns, &id, "delete", &id);
+        }
+        Ok(Response::new(resp))
     }
 }
 

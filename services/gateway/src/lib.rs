@@ -7,18 +7,27 @@
 mod container;
 mod containers;
 mod error;
+mod events;
+mod files;
 mod images;
+mod lifecycle;
 mod logs;
+mod processes;
+mod rootfs;
 mod spec;
 mod store;
 mod system;
+mod top;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use berth_proto::content::v1::content_client::ContentClient;
+use berth_proto::gateway::v1::container_files_server::ContainerFilesServer;
+use berth_proto::gateway::v1::container_processes_server::ContainerProcessesServer;
 use berth_proto::gateway::v1::containers_server::ContainersServer;
+use berth_proto::gateway::v1::events_server::EventsServer;
 use berth_proto::gateway::v1::images_server::ImagesServer;
 use berth_proto::gateway::v1::system_server::SystemServer;
 use berth_proto::network::v1::network_client::NetworkClient;
@@ -71,6 +80,8 @@ pub(crate) struct Inner {
     /// Serialises operations on one container.
     op_locks: Mutex<HashMap<(String, String), OpLock>>,
     events: broadcast::Sender<Event>,
+    /// The docker-style event log (`berth events`).
+    event_log: events::EventLog,
     images: images::ImageCache,
 }
 
@@ -86,6 +97,7 @@ impl Gateway {
     /// directories under `root/containers`.
     pub fn open(root: &Path, backends: Backends) -> Result<Self, Error> {
         let store = Store::open(&root.join("gateway"))?;
+        files::cleanup_stale_mounts(root);
         let mut map = HashMap::new();
         for rec in store.load_containers()? {
             map.insert((rec.namespace.clone(), rec.id.clone()), rec);
@@ -101,6 +113,7 @@ impl Gateway {
             containers: Mutex::new(map),
             op_locks: Mutex::default(),
             events,
+            event_log: events::EventLog::default(),
             images: images::ImageCache::default(),
         });
         Ok(Gateway { inner })
@@ -119,6 +132,19 @@ impl Gateway {
 
     pub fn containers_server(&self) -> ContainersServer<containers::ContainersApi> {
         ContainersServer::new(containers::ContainersApi(self.inner.clone()))
+    }
+
+    pub fn files_server(&self) -> ContainerFilesServer<files::FilesApi> {
+        ContainerFilesServer::new(files::FilesApi(self.inner.clone()))
+            .max_decoding_message_size(64 << 20)
+    }
+
+    pub fn events_server(&self) -> EventsServer<events::EventsApi> {
+        EventsServer::new(events::EventsApi(self.inner.clone()))
+    }
+
+    pub fn processes_server(&self) -> ContainerProcessesServer<processes::ProcessesApi> {
+        ContainerProcessesServer::new(processes::ProcessesApi(self.inner.clone()))
     }
 
     pub fn system_server(&self) -> SystemServer<system::SystemApi> {

@@ -225,7 +225,7 @@ pub fn build(rec: &ContainerRecord, identity: &Identity, netns: Option<&str>) ->
     json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": rec.config.tty,
             "user": {"uid": identity.uid, "gid": identity.gid, "additionalGids": identity.additional_gids},
             "args": args,
             "env": env,
@@ -234,7 +234,7 @@ pub fn build(rec: &ContainerRecord, identity: &Identity, netns: Option<&str>) ->
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}],
             "noNewPrivileges": false,
         },
-        "root": {"path": "rootfs", "readonly": false},
+        "root": {"path": "rootfs", "readonly": rec.host_config.read_only},
         "hostname": rec.config.hostname,
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},

@@ -30,6 +30,9 @@ pub struct TaskRecord {
     /// cgroups path from the spec, for cleanup and listing pids.
     #[serde(default)]
     pub cgroups_path: String,
+    /// The init gets a stdin pipe (`berth-shim --stdin`).
+    #[serde(default)]
+    pub open_stdin: bool,
 }
 
 /// The launcher's one line of output.

@@ -9,6 +9,7 @@ mod bundle;
 mod error;
 mod pidfd;
 mod service;
+mod stats;
 
 pub use error::Error;
 pub use service::TasksService;

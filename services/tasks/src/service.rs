@@ -1,5 +1,7 @@
 //! The Tasks gRPC service.
 
+mod processes;
+
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -7,15 +9,17 @@ use std::sync::{Arc, Mutex};
 
 use berth_proto::tasks::v1::tasks_server::Tasks;
 use berth_proto::tasks::v1::{
-    CreateTaskRequest, DeleteRequest, KillRequest, ListTasksRequest, ListTasksResponse,
-    PidsRequest, PidsResponse, StartRequest, StartResponse, StateRequest, Status as TaskStatus,
-    TaskState, WaitRequest, WaitResponse,
+    CloseStdinRequest, CreateTaskRequest, DeleteRequest, ExecProcessRequest, ExecProcessResponse,
+    KillRequest, ListTasksRequest, ListTasksResponse, PauseRequest, PidsRequest, PidsResponse,
+    ResizePtyRequest, StartRequest, StartResponse, StateRequest, StatsRequest,
+    Status as TaskStatus, StdinRequest, TaskState, TaskStats, WaitRequest, WaitResponse,
 };
 use berth_proto::types::v1::Empty;
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
-use tokio::sync::watch;
-use tonic::{Request, Response, Status};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::bundle::{validate_id, write_atomic, Bundle, ExitRecord, ShimReport, TaskRecord};
@@ -71,7 +75,11 @@ pub struct TasksService {
     root: PathBuf,
     shim: PathBuf,
     tasks: Arc<Mutex<HashMap<Key, Arc<Task>>>>,
+    /// Control channels of running execs by (namespace, task, exec id).
+    execs: ExecMap,
 }
+
+type ExecMap = Arc<Mutex<HashMap<(String, String, String), mpsc::Sender<Vec<u8>>>>>;
 
 #[derive(Serialize)]
 struct MountJson<'a> {
@@ -92,6 +100,7 @@ impl TasksService {
             root,
             shim,
             tasks: Arc::default(),
+            execs: Arc::default(),
         };
         svc.recover()?;
         Ok(svc)
@@ -157,7 +166,11 @@ impl TasksService {
                 let pid = task.bundle.init_pid().unwrap_or(0);
                 {
                     let mut inner = task.inner.lock().unwrap();
-                    inner.status = TaskStatus::Running as i32;
+                    inner.status = if pid > 0 && processes::is_frozen(pid) {
+                        TaskStatus::Paused as i32
+                    } else {
+                        TaskStatus::Running as i32
+                    };
                     inner.pid = pid as u32;
                     inner.init_fd = pidfd::open(pid).ok().map(Arc::new);
                 }
@@ -231,6 +244,7 @@ impl TasksService {
                 log_path: req.log_path.clone(),
                 started_at: String::new(),
                 cgroups_path,
+                open_stdin: req.open_stdin,
             };
             Bundle::new(tmp.clone()).write_record(&record)?;
             std::fs::rename(&tmp, &dir)
@@ -276,6 +290,9 @@ impl TasksService {
                 let _ = std::fs::create_dir_all(parent);
             }
             cmd.arg("--log").arg(&task.record.log_path);
+        }
+        if task.record.open_stdin {
+            cmd.arg("--stdin");
         }
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -550,5 +567,62 @@ impl Tasks for TasksService {
         let ns = berth_common::namespace_of(&req)?;
         let pids = TasksService::pids(self, &ns, &req.get_ref().id)?;
         Ok(Response::new(PidsResponse { pids }))
+    }
+
+    async fn attach_stdin(
+        &self,
+        req: Request<Streaming<StdinRequest>>,
+    ) -> Result<Response<Empty>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        TasksService::attach_stdin(self, &ns, req.into_inner()).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn resize_pty(&self, req: Request<ResizePtyRequest>) -> Result<Response<Empty>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let r = req.get_ref();
+        TasksService::resize_pty(self, &ns, &r.id, &r.exec_id, r.rows, r.cols).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn close_stdin(
+        &self,
+        req: Request<CloseStdinRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        TasksService::close_stdin(self, &ns, &req.get_ref().id).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    type ExecStream = ReceiverStream<Result<ExecProcessResponse, Status>>;
+
+    async fn exec(
+        &self,
+        req: Request<Streaming<ExecProcessRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let rx = TasksService::exec(self, &ns, req.into_inner()).await?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn pause(&self, req: Request<PauseRequest>) -> Result<Response<Empty>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        self.set_frozen(&ns, &req.get_ref().id, true).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn resume(&self, req: Request<PauseRequest>) -> Result<Response<Empty>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        self.set_frozen(&ns, &req.get_ref().id, false).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<TaskStats>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        Ok(Response::new(TasksService::stats(
+            self,
+            &ns,
+            &req.get_ref().id,
+        )?))
     }
 }

@@ -65,7 +65,21 @@ pub fn parse_labels(entries: &[String]) -> Result<HashMap<String, String>, Strin
 /// The Create request for `run`/`create` flags.
 pub fn create_request(args: &RunArgs) -> Result<CreateContainerRequest, String> {
     args.check()?;
-    let env = resolve_env(&args.env, |k| std::env::var(k).ok())?;
+    let mut env = Vec::new();
+    for f in &args.env_file {
+        env.extend(crate::cmd::lifecycle::read_env_file(f, |k| {
+            std::env::var(k).ok()
+        })?);
+    }
+    env.extend(resolve_env(&args.env, |k| std::env::var(k).ok())?);
+    let restart = if args.restart.is_empty() {
+        "no"
+    } else {
+        args.restart.as_str()
+    };
+    if args.rm && restart != "no" {
+        return Err("Conflicting options: --restart and --rm".into());
+    }
     let labels = parse_labels(&args.label)?;
     let cmd = (!args.command().is_empty()).then(|| StringList {
         values: args.command().to_vec(),
@@ -92,6 +106,12 @@ pub fn create_request(args: &RunArgs) -> Result<CreateContainerRequest, String> 
         labels,
         stop_signal: args.stop_signal.clone().unwrap_or_default(),
         stop_timeout: args.stop_timeout,
+        restart_policy: restart.to_string(),
+        read_only: args.read_only,
+        tty: args.tty,
+        open_stdin: args.interactive,
+        // docker run -i (not -d) closes stdin when the client's input ends.
+        stdin_once: args.interactive && !args.detach,
         ..Default::default()
     })
 }
@@ -136,6 +156,20 @@ pub async fn run(ctx: &Ctx, args: RunArgs, create_only: bool) -> i32 {
         }
         crate::outln(&id);
         return 0;
+    }
+    if args.interactive || args.tty {
+        return crate::cmd::processes::session(
+            ctx,
+            crate::cmd::processes::Session {
+                id,
+                stdin: args.interactive,
+                tty: args.tty,
+                detach_keys: args.detach_keys.clone().unwrap_or_default(),
+                start: true,
+                run_style: true,
+            },
+        )
+        .await;
     }
     attach_start_wait(ctx, &id, true).await
 }
@@ -211,7 +245,7 @@ async fn attach_start_wait(ctx: &Ctx, id: &str, run_style: bool) -> i32 {
 
 /// Forwards the signals a user sends to the CLI to the container, as
 /// docker's `--sig-proxy` does.
-fn spawn_signal_proxy(ctx: Ctx, id: String) -> Vec<tokio::task::JoinHandle<()>> {
+pub(crate) fn spawn_signal_proxy(ctx: Ctx, id: String) -> Vec<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let kinds = [
         (SignalKind::interrupt(), "SIGINT"),
@@ -264,12 +298,44 @@ fn write_entry(entry: &berth_proto::gateway::v1::LogEntry, timestamp: Option<&st
     }
 }
 
+/// `berth start -a -i`: attach stdin (and the terminal) too.
+async fn start_interactive(ctx: &Ctx, args: &StartArgs) -> i32 {
+    let id = &args.containers[0];
+    let doc = match ctx
+        .containers()
+        .inspect(ctx.req(ContainerRef { id: id.clone() }))
+        .await
+    {
+        Ok(r) => r.into_inner().json,
+        Err(s) => {
+            eprint_err(&ctx.describe(&s));
+            return 1;
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&doc).unwrap_or_default();
+    crate::cmd::processes::session(
+        ctx,
+        crate::cmd::processes::Session {
+            id: v["Id"].as_str().unwrap_or(id).to_string(),
+            stdin: v["Config"]["OpenStdin"] == true,
+            tty: v["Config"]["Tty"] == true,
+            detach_keys: args.detach_keys.clone().unwrap_or_default(),
+            start: true,
+            run_style: false,
+        },
+    )
+    .await
+}
+
 /// `berth start`.
 pub async fn start(ctx: &Ctx, args: StartArgs) -> i32 {
     if args.attach {
         if args.containers.len() > 1 {
             eprint_err("you cannot start and attach multiple containers at once");
             return 1;
+        }
+        if args.interactive {
+            return start_interactive(ctx, &args).await;
         }
         return attach_start_wait(ctx, &args.containers[0], false).await;
     }
@@ -406,6 +472,8 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> i32 {
         stdout: true,
         stderr: true,
         tail,
+        since: args.since.clone().unwrap_or_default(),
+        until: args.until.clone().unwrap_or_default(),
     });
     let mut stream = match ctx.containers().logs(req).await {
         Ok(r) => r.into_inner(),
@@ -437,7 +505,9 @@ pub struct PsFilter {
 }
 
 impl PsFilter {
-    const KEYS: [&'static str; 6] = ["id", "name", "status", "label", "ancestor", "exited"];
+    const KEYS: [&'static str; 8] = [
+        "id", "name", "status", "label", "ancestor", "exited", "before", "since",
+    ];
 
     pub fn parse(specs: &[String]) -> Result<PsFilter, String> {
         let mut f = PsFilter::default();
@@ -460,6 +530,42 @@ impl PsFilter {
             }
         }
         Ok(f)
+    }
+
+    /// Applies `before=` and `since=` (a container's name or ID, or an ID
+    /// prefix) to a listing in the daemon's newest-first order.
+    pub fn apply_order(
+        &self,
+        list: &mut Vec<berth_proto::gateway::v1::ContainerSummary>,
+    ) -> Result<(), String> {
+        for (key, vals) in &self.terms {
+            if key != "before" && key != "since" {
+                continue;
+            }
+            for v in vals {
+                let v = v.trim_start_matches('/');
+                let pos = list
+                    .iter()
+                    .position(|c| c.id == v || c.names.iter().any(|n| n == v))
+                    .or_else(|| list.iter().position(|c| c.id.starts_with(v)))
+                    .ok_or_else(|| format!("No such container: {v}"))?;
+                let id = list[pos].id.clone();
+                let before = key == "before";
+                let mut i = 0;
+                list.retain(|c| {
+                    let keep = if before { i > pos } else { i < pos };
+                    i += 1;
+                    keep && c.id != id
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn has_order(&self) -> bool {
+        self.terms
+            .iter()
+            .any(|(k, _)| k == "before" || k == "since")
     }
 
     fn implies_all(&self) -> bool {
@@ -485,6 +591,8 @@ impl PsFilter {
                         || (v.len() >= 4 && short_id(&c.image_id).starts_with(short_id(v).as_str()))
                 }
                 "exited" => c.state == "exited" && v.parse::<i64>().ok() == Some(c.exit_code),
+                // Resolved against the listing by `resolve_order`.
+                "before" | "since" => true,
                 _ => false,
             })
         })
@@ -516,7 +624,9 @@ pub async fn ps(ctx: &Ctx, args: PsArgs) -> i32 {
     let all = args.all || last.is_some() || filter.implies_all();
     let resp = match ctx
         .containers()
-        .list(ctx.req(ListContainersRequest { all }))
+        .list(ctx.req(ListContainersRequest {
+            all: all || filter.has_order(),
+        }))
         .await
     {
         Ok(r) => r.into_inner(),
@@ -526,7 +636,17 @@ pub async fn ps(ctx: &Ctx, args: PsArgs) -> i32 {
         }
     };
     let mut containers = resp.containers;
-    containers.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+    // The daemon lists newest first with full precision: before=/since=
+    // are positions in that order.
+    if let Err(e) = filter.apply_order(&mut containers) {
+        eprint_err(&format!("Error response from daemon: {e}"));
+        return 1;
+    }
+    if !all {
+        containers.retain(|c| matches!(c.state.as_str(), "running" | "paused" | "restarting"));
+    }
+    // Stable: containers of the same second keep the daemon's order.
+    containers.sort_by_key(|c| std::cmp::Reverse(c.created));
     containers.retain(|c| filter.matches(c));
     if let Some(n) = last {
         containers.truncate(usize::try_from(n).unwrap_or(usize::MAX));

@@ -1,6 +1,9 @@
 //! One module per group of commands.
 
 pub mod containers;
+pub mod files;
 pub mod images;
 pub mod inspect;
+pub mod lifecycle;
+pub mod processes;
 pub mod system;

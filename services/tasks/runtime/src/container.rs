@@ -12,18 +12,34 @@ use crate::{caps, devices, mount, net, process, rlimits};
 use nix::sched::CloneFlags;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+
+/// How the init's stdio is set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Io {
+    /// Give the init a stdin pipe and return its write end (else stdin is
+    /// /dev/null).
+    pub stdin: bool,
+    /// Give the init a terminal: a pty opened inside the container (so it
+    /// names the container's own /dev/pts), the slave as controlling
+    /// terminal and stdio; the master is returned.
+    pub terminal: bool,
+}
 
 /// A created (and exec'd) container init.
 #[derive(Debug)]
 pub struct Container {
     /// Host pid of the init.
     pub pid: i32,
-    /// Read end of the init's stdout.
-    pub stdout: OwnedFd,
-    /// Read end of the init's stderr.
-    pub stderr: OwnedFd,
+    /// Read end of the init's stdout (None with a terminal).
+    pub stdout: Option<OwnedFd>,
+    /// Read end of the init's stderr (None with a terminal).
+    pub stderr: Option<OwnedFd>,
+    /// Write end of the init's stdin (with `Io::stdin`).
+    pub stdin: Option<OwnedFd>,
+    /// Master of the init's terminal (with `Io::terminal`).
+    pub console: Option<OwnedFd>,
     /// The container's cgroup (remove it after the init exited).
     pub cgroup: Option<Cgroup>,
 }
@@ -51,6 +67,11 @@ fn cgroups_path(bundle: &Bundle, id: &str) -> PathBuf {
 /// or handled; the caller reaps the init. On error nothing is left behind:
 /// the child is killed and reaped and the cgroup removed.
 pub fn create(bundle: &Bundle, id: &str) -> Result<Container> {
+    create_with(bundle, id, Io::default())
+}
+
+/// [`create`] with the given stdio setup.
+pub fn create_with(bundle: &Bundle, id: &str, io: Io) -> Result<Container> {
     let linux = bundle
         .spec
         .linux()
@@ -59,11 +80,19 @@ pub fn create(bundle: &Bundle, id: &str) -> Result<Container> {
     let plan = namespaces::plan(linux.namespaces().as_deref().unwrap_or(&[]))?;
 
     let cgroup = Cgroup::create(&cgroups_path(bundle, id), linux.resources().as_ref())?;
-    match spawn(bundle, &plan, &cgroup) {
-        Ok((pid, stdout, stderr)) => Ok(Container {
+    match spawn(bundle, &plan, &cgroup, io) {
+        Ok(Spawned {
             pid,
             stdout,
             stderr,
+            stdin,
+            console,
+        }) => Ok(Container {
+            pid,
+            stdout,
+            stderr,
+            stdin,
+            console,
             cgroup: Some(cgroup),
         }),
         Err(e) => {
@@ -84,11 +113,34 @@ fn kill_and_reap(pid: i32) {
     }
 }
 
-fn spawn(
-    bundle: &Bundle,
-    plan: &NamespacePlan,
-    cgroup: &Cgroup,
-) -> Result<(i32, OwnedFd, OwnedFd)> {
+struct Spawned {
+    pid: i32,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    stdin: Option<OwnedFd>,
+    console: Option<OwnedFd>,
+}
+
+/// A connected pair of unix stream sockets (close-on-exec).
+fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair fills two fds that we then own.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } == -1
+    {
+        return Err(Error::last_os("socketpair for the terminal"));
+    }
+    // SAFETY: fresh fds.
+    unsafe { Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))) }
+}
+
+fn spawn(bundle: &Bundle, plan: &NamespacePlan, cgroup: &Cgroup, io: Io) -> Result<Spawned> {
     let (go_rd, go_wr) = pipe_cloexec()?;
     let (err_rd, err_wr) = pipe_cloexec()?;
     let (out_rd, out_wr) = pipe_cloexec()?;
@@ -97,6 +149,18 @@ fn spawn(
         .read(true)
         .open("/dev/null")
         .ctx("open /dev/null")?;
+    let (stdin_rd, stdin_wr) = if io.stdin {
+        let (r, w) = pipe_cloexec()?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+    let (console_parent, console_child) = if io.terminal {
+        let (p, c) = socketpair()?;
+        (Some(p), Some(c))
+    } else {
+        (None, None)
+    };
 
     if let Some(p) = &plan.join_pid {
         namespaces::join(CloneFlags::CLONE_NEWPID, p)?;
@@ -117,12 +181,17 @@ fn spawn(
         drop(err_rd);
         drop(out_rd);
         drop(errout_rd);
+        drop(stdin_wr);
+        drop(console_parent);
         let fds = ChildFds {
             go: go_rd.as_raw_fd(),
             err: err_wr.as_raw_fd(),
-            stdin: null.as_raw_fd(),
+            stdin: stdin_rd
+                .as_ref()
+                .map_or(null.as_raw_fd(), |f| f.as_raw_fd()),
             stdout: out_wr.as_raw_fd(),
             stderr: errout_wr.as_raw_fd(),
+            console: console_child.as_ref().map(|f| f.as_raw_fd()),
         };
         child_main(bundle, plan, fds);
     }
@@ -132,6 +201,8 @@ fn spawn(
     drop(out_wr);
     drop(errout_wr);
     drop(null);
+    drop(stdin_rd);
+    drop(console_child);
 
     if let Err(e) = cgroup.add_pid(pid) {
         kill_and_reap(pid);
@@ -160,7 +231,36 @@ fn spawn(
             message: ce.message,
         });
     }
-    Ok((pid, out_rd, errout_rd))
+    let console = match &console_parent {
+        Some(sock) => match crate::pty::recv_fd(sock.as_raw_fd()) {
+            Ok(Some(m)) => Some(m),
+            Ok(None) => {
+                kill_and_reap(pid);
+                return Err(Error::Spec(
+                    "the container did not send its terminal".into(),
+                ));
+            }
+            Err(e) => {
+                kill_and_reap(pid);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    // With a terminal the output comes from the master; the pipes were
+    // only the child's stdio until it took the terminal.
+    let (stdout, stderr) = if io.terminal {
+        (None, None)
+    } else {
+        (Some(out_rd), Some(errout_rd))
+    };
+    Ok(Spawned {
+        pid,
+        stdout,
+        stderr,
+        stdin: stdin_wr,
+        console,
+    })
 }
 
 struct ChildFds {
@@ -169,6 +269,8 @@ struct ChildFds {
     stdin: RawFd,
     stdout: RawFd,
     stderr: RawFd,
+    /// Socket to send the terminal's master over (with a terminal).
+    console: Option<RawFd>,
 }
 
 fn child_main(bundle: &Bundle, plan: &NamespacePlan, fds: ChildFds) -> ! {
@@ -291,6 +393,16 @@ fn child_setup(bundle: &Bundle, plan: &NamespacePlan, fds: &ChildFds) -> Result<
             None::<&str>,
         )
         .ctx("remount / read-only")?;
+    }
+
+    if let Some(sock) = fds.console {
+        // The pty is opened here, after pivot_root, so it lives in the
+        // container's devpts.
+        let (master, slave_path) = crate::pty::open_master()?;
+        let slave = crate::pty::open_slave(&slave_path)?;
+        crate::pty::send_fd(sock, master.as_raw_fd())?;
+        drop(master);
+        crate::pty::make_controlling(slave.as_raw_fd())?;
     }
 
     let proc = spec

@@ -3,15 +3,18 @@
 //! init. Used by the single-threaded `berth-shim`.
 
 pub mod caps;
+pub mod cgroupfs;
 pub mod cgroups;
 pub mod container;
 pub mod devices;
 pub mod error;
+pub mod frame;
 pub mod logs;
 pub mod mount;
 pub mod namespaces;
 pub mod net;
 pub mod process;
+pub mod pty;
 pub mod rlimits;
 pub mod rootpath;
 pub mod spec;

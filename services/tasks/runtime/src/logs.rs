@@ -63,6 +63,21 @@ impl LineSplitter {
         out
     }
 
+    /// Terminal output: split at newlines like [`feed`](Self::feed) but also
+    /// return the trailing partial line at once (a prompt must show before
+    /// its newline). An incomplete UTF-8 sequence at the end waits for the
+    /// next chunk.
+    pub fn feed_raw(&mut self, data: &[u8], time: &str) -> Vec<String> {
+        let mut out = self.feed(data, time);
+        let keep = incomplete_utf8_tail(&self.pending);
+        if self.pending.len() > keep {
+            let cut = self.pending.len() - keep;
+            let chunk: Vec<u8> = self.pending.drain(..cut).collect();
+            out.push(format_entry(&chunk, self.stream, time));
+        }
+        out
+    }
+
     /// The stream closed: flush a final partial line.
     pub fn finish(&mut self, time: &str) -> Option<String> {
         if self.pending.is_empty() {
@@ -72,6 +87,27 @@ impl LineSplitter {
             Some(format_entry(&chunk, self.stream, time))
         }
     }
+}
+
+/// Length of an incomplete UTF-8 sequence at the end of `b` (0..=3).
+fn incomplete_utf8_tail(b: &[u8]) -> usize {
+    for back in 1..=3.min(b.len()) {
+        let c = b[b.len() - back];
+        if c & 0xC0 == 0x80 {
+            continue; // continuation byte: look further back
+        }
+        let need = if c >= 0xF0 {
+            4
+        } else if c >= 0xE0 {
+            3
+        } else if c >= 0xC0 {
+            2
+        } else {
+            1
+        };
+        return if need > back { back } else { 0 };
+    }
+    0
 }
 
 /// Write records, one per line.
@@ -135,6 +171,20 @@ mod tests {
         let r = s.feed(b"\n", T);
         let v: serde_json::Value = serde_json::from_str(&r[0]).unwrap();
         assert_eq!(v["log"].as_str().unwrap(), "xxxxxxxxxx\n");
+    }
+
+    #[test]
+    fn raw_feed_flushes_partial_but_keeps_split_utf8() {
+        let mut s = LineSplitter::new("stdout");
+        let r = s.feed_raw(b"a\n/ # ", T);
+        assert_eq!(r.len(), 2);
+        assert!(r[1].contains(r#""log":"/ # ""#));
+        let euro = "€".as_bytes();
+        let r = s.feed_raw(&euro[..2], T);
+        assert!(r.is_empty());
+        let r = s.feed_raw(&euro[2..], T);
+        assert!(r[0].contains("€"));
+        assert!(s.finish(T).is_none());
     }
 
     #[test]

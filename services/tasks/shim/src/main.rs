@@ -1,24 +1,35 @@
 //! berth-shim: one small single-threaded process per container.
 //!
-//! `berth-shim --id ID --bundle DIR [--log FILE]`
+//! `berth-shim --id ID --bundle DIR [--log FILE] [--stdin]`
+//! `berth-shim exec --pid PID --bundle DIR --process JSON` (see `exec.rs`)
 //!
 //! The launcher forks a daemon (new session, subreaper, stdio on /dev/null)
 //! that creates the container and stays its parent. The launcher prints one
 //! JSON line: `{"pid":N}` or `{"error":"...","exit_code":N}` and exits 0.
 //! When the init exits the daemon drains its output into the json-file log,
 //! removes the cgroup and writes `DIR/exit` atomically.
+//!
+//! With `--stdin` the init gets a stdin pipe; with `process.terminal` a pty
+//! (opened inside the container, master passed back). Either way the daemon
+//! listens on `DIR/attach.sock` for framed input (stdin bytes, close stdin,
+//! resize; see `berth_runtime::frame`). Output always goes to the log.
+
+mod exec;
 
 use berth_runtime::cgroups::Cgroup;
+use berth_runtime::container::{create_with, Io};
 use berth_runtime::error::EXIT_SETUP_FAILED;
+use berth_runtime::frame::{self, Decoder};
 use berth_runtime::logs::{write_records, LineSplitter};
 use berth_runtime::status::exit_status_from_raw;
 use berth_runtime::sys::{pipe_cloexec, read_to_end, write_all};
 use berth_runtime::{time, Bundle, Error};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,6 +37,7 @@ struct Args {
     id: String,
     bundle: PathBuf,
     log: Option<PathBuf>,
+    stdin: bool,
 }
 
 #[derive(Serialize)]
@@ -51,8 +63,13 @@ fn parse_args() -> Result<Args, String> {
     let mut id = None;
     let mut bundle = None;
     let mut log = None;
+    let mut stdin = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
+        if a == "--stdin" {
+            stdin = true;
+            continue;
+        }
         let (key, inline) = match a.split_once('=') {
             Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
             _ => (a.clone(), None),
@@ -75,6 +92,7 @@ fn parse_args() -> Result<Args, String> {
         id: id.ok_or("--id is required")?,
         bundle: cwd.join(bundle.ok_or("--bundle is required")?),
         log: log.map(|l| cwd.join(l)),
+        stdin,
     })
 }
 
@@ -94,11 +112,14 @@ fn print_line(line: &str) {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("exec") {
+        std::process::exit(exec::main(std::env::args().skip(2)));
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
             print_line(&failed_line(
-                &format!("usage: berth-shim --id ID --bundle DIR [--log FILE]: {e}"),
+                &format!("usage: berth-shim --id ID --bundle DIR [--log FILE] [--stdin]: {e}"),
                 EXIT_SETUP_FAILED,
             ));
             std::process::exit(0);
@@ -174,6 +195,19 @@ fn redirect_stdio_to_null() {
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
     }
+}
+
+/// Listen on `DIR/attach.sock` (bound from inside DIR: the full path may
+/// be longer than a socket address allows).
+fn listen_attach(dir: &Path) -> Result<UnixListener, Error> {
+    let _ = std::fs::remove_file(dir.join("attach.sock"));
+    std::env::set_current_dir(dir).map_err(|e| Error::os(format!("chdir {}", dir.display()), e))?;
+    let l = UnixListener::bind("attach.sock");
+    let _ = std::env::set_current_dir("/");
+    let l = l.map_err(|e| Error::os(format!("listen on {}/attach.sock", dir.display()), e))?;
+    l.set_nonblocking(true)
+        .map_err(|e| Error::os("set attach.sock non-blocking", e))?;
+    Ok(l)
 }
 
 /// Block SIGCHLD and return a signalfd for it.
@@ -268,25 +302,39 @@ fn daemon(args: &Args, report: OwnedFd) {
         Ok(b) => b,
         Err(e) => return fail(&e, &report),
     };
-    let container = match berth_runtime::create(&bundle, &args.id) {
+    let terminal = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let io = Io {
+        stdin: args.stdin && !terminal,
+        terminal,
+    };
+    let listener = match listen_attach(dir) {
+        Ok(l) => l,
+        Err(e) => return fail(&e, &report),
+    };
+    let container = match create_with(&bundle, &args.id, io) {
         Ok(c) => c,
         Err(e) => return fail(&e, &report),
     };
     drop(bundle);
+    let io = ContainerIo {
+        stdout: container.stdout.as_ref().map(|f| f.as_raw_fd()),
+        stderr: container.stderr.as_ref().map(|f| f.as_raw_fd()),
+        stdin: container.stdin.as_ref().map(|f| f.as_raw_fd()),
+        console: container.console.as_ref().map(|f| f.as_raw_fd()),
+        listener: Some(&listener),
+    };
     let pid = container.pid;
     if let Err(e) = write_atomic(dir, "init.pid", pid.to_string().as_bytes()) {
         // The container is running but nobody could find it: tear it down.
         // SAFETY: plain kill on our child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         let err = Error::os(format!("write {}/init.pid", dir.display()), e);
-        let _ = wait_and_collect(
-            &sigfd,
-            pid,
-            &container.stdout,
-            &container.stderr,
-            None,
-            None,
-        );
+        let _ = wait_and_collect(&sigfd, pid, &io, None, None);
         if let Some(cg) = &container.cgroup {
             cg.remove();
         }
@@ -296,14 +344,9 @@ fn daemon(args: &Args, report: OwnedFd) {
     let _ = write_all(report.as_raw_fd(), line.as_bytes());
     drop(report);
 
-    let status = wait_and_collect(
-        &sigfd,
-        pid,
-        &container.stdout,
-        &container.stderr,
-        log.as_ref(),
-        container.cgroup.as_ref(),
-    );
+    let status = wait_and_collect(&sigfd, pid, &io, log.as_ref(), container.cgroup.as_ref());
+    drop(listener);
+    let _ = std::fs::remove_file(dir.join("attach.sock"));
     if let Some(cg) = &container.cgroup {
         cg.kill_all();
         cg.remove();
@@ -342,35 +385,83 @@ fn reap(init: i32) -> Option<i32> {
     result
 }
 
-/// One output pipe of the container (the fd is owned by the caller).
+/// The init's stdio as seen by the daemon (fds owned by the caller).
+struct ContainerIo<'a> {
+    stdout: Option<RawFd>,
+    stderr: Option<RawFd>,
+    /// Write end of the init's stdin pipe.
+    stdin: Option<RawFd>,
+    /// Master of the init's terminal (output is read from it too).
+    console: Option<RawFd>,
+    listener: Option<&'a UnixListener>,
+}
+
+/// One output source of the container.
 struct Stream {
     fd: RawFd,
     open: bool,
+    raw: bool,
     split: LineSplitter,
 }
 
-/// Poll the output pipes and SIGCHLD until the init exited and both pipes
-/// reached EOF. Returns the init's exit status.
+/// A connected attach client.
+struct Client {
+    sock: UnixStream,
+    decoder: Decoder,
+}
+
+/// Most stdin bytes buffered before clients are no longer read.
+const MAX_PENDING_INPUT: usize = 256 * 1024;
+
+fn set_nonblock(fd: RawFd) {
+    // SAFETY: fcntl flag update on a valid fd.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+}
+
+fn errno() -> Option<i32> {
+    std::io::Error::last_os_error().raw_os_error()
+}
+
+/// Poll the output, attach clients and SIGCHLD until the init exited and
+/// its output reached EOF. Returns the init's exit status.
 fn wait_and_collect(
     sigfd: &OwnedFd,
     init: i32,
-    stdout: &OwnedFd,
-    stderr: &OwnedFd,
+    io: &ContainerIo,
     log: Option<&File>,
     cgroup: Option<&Cgroup>,
 ) -> i32 {
-    let mut streams = [
-        Stream {
-            fd: stdout.as_raw_fd(),
+    let mut streams = Vec::new();
+    if let Some(fd) = io.console {
+        set_nonblock(fd);
+        streams.push(Stream {
+            fd,
             open: true,
+            raw: true,
             split: LineSplitter::new("stdout"),
-        },
-        Stream {
-            fd: stderr.as_raw_fd(),
-            open: true,
-            split: LineSplitter::new("stderr"),
-        },
-    ];
+        });
+    }
+    for (fd, name) in [(io.stdout, "stdout"), (io.stderr, "stderr")] {
+        if let Some(fd) = fd {
+            streams.push(Stream {
+                fd,
+                open: true,
+                raw: false,
+                split: LineSplitter::new(name),
+            });
+        }
+    }
+    // Where stdin bytes go: the terminal or the stdin pipe.
+    let mut input: Option<RawFd> = io.console.or(io.stdin);
+    if let Some(fd) = io.stdin {
+        set_nonblock(fd);
+    }
+    let mut pending: Vec<u8> = Vec::new();
+    let mut close_after_flush = false;
+    let mut clients: Vec<Client> = Vec::new();
     let mut status: Option<i32> = None;
     let mut exited_at: Option<Instant> = None;
     let mut killed_rest = false;
@@ -393,14 +484,42 @@ fn wait_and_collect(
                 break;
             }
         }
-        let mut pfds = vec![libc::pollfd {
-            fd: sigfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let accepting = status.is_none();
+        let read_clients = pending.len() < MAX_PENDING_INPUT && accepting;
+        let mut pfds = vec![
+            libc::pollfd {
+                fd: sigfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: match io.listener {
+                    Some(l) if accepting => l.as_raw_fd(),
+                    _ => -1,
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if pending.is_empty() {
+                    -1
+                } else {
+                    input.unwrap_or(-1)
+                },
+                events: libc::POLLOUT,
+                revents: 0,
+            },
+        ];
         for s in &streams {
             pfds.push(libc::pollfd {
                 fd: if s.open { s.fd } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        for c in &clients {
+            pfds.push(libc::pollfd {
+                fd: if read_clients { c.sock.as_raw_fd() } else { -1 },
                 events: libc::POLLIN,
                 revents: 0,
             });
@@ -409,7 +528,7 @@ fn wait_and_collect(
         // SAFETY: valid array of pollfds.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
         if n < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            if errno() == Some(libc::EINTR) {
                 continue;
             }
             break;
@@ -427,20 +546,105 @@ fn wait_and_collect(
             status = Some(st);
             exited_at = Some(Instant::now());
         }
+        let nstreams = streams.len();
+        let mut gone = Vec::new();
+        for (i, c) in clients.iter_mut().enumerate() {
+            if pfds[3 + nstreams + i].revents == 0 {
+                continue;
+            }
+            match c.sock.read(&mut buf) {
+                Ok(0) => gone.push(i),
+                Ok(r) => {
+                    c.decoder.push(&buf[..r]);
+                    loop {
+                        match c.decoder.next_frame() {
+                            Ok(Some(f)) => match f.kind {
+                                frame::STDIN => pending.extend_from_slice(&f.payload),
+                                frame::CLOSE_STDIN => close_after_flush = true,
+                                frame::RESIZE => {
+                                    if let (Some(m), Some((rows, cols))) =
+                                        (io.console, frame::parse_resize(&f.payload))
+                                    {
+                                        let _ = berth_runtime::pty::set_size(m, rows, cols);
+                                    }
+                                }
+                                _ => {}
+                            },
+                            Ok(None) => break,
+                            Err(_) => {
+                                gone.push(i);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => gone.push(i),
+            }
+        }
+        for i in gone.into_iter().rev() {
+            clients.remove(i);
+        }
+        // New clients join after the ones polled above (pfds has no slot
+        // for them yet).
+        if pfds[1].revents != 0 {
+            if let Some(l) = io.listener {
+                while let Ok((sock, _)) = l.accept() {
+                    let _ = sock.set_nonblocking(true);
+                    clients.push(Client {
+                        sock,
+                        decoder: Decoder::new(),
+                    });
+                }
+            }
+        }
+        if !pending.is_empty() {
+            match input {
+                Some(fd) => {
+                    // SAFETY: valid buffer; the fd is non-blocking.
+                    let r = unsafe { libc::write(fd, pending.as_ptr().cast(), pending.len()) };
+                    if r > 0 {
+                        pending.drain(..r as usize);
+                    } else if r < 0 && !matches!(errno(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
+                        // The reader is gone.
+                        pending.clear();
+                        if io.console.is_none() {
+                            input = None;
+                        }
+                    }
+                }
+                None => pending.clear(),
+            }
+        }
+        if close_after_flush && pending.is_empty() && io.console.is_none() {
+            if let Some(fd) = io.stdin {
+                if input.is_some() {
+                    // Replacing our only write end gives the init EOF.
+                    input = None;
+                    close_stdin(fd);
+                }
+            }
+        }
         for (i, s) in streams.iter_mut().enumerate() {
-            if !s.open || pfds[i + 1].revents == 0 {
+            if !s.open || pfds[i + 3].revents == 0 {
                 continue;
             }
             // SAFETY: valid buffer.
             let r = unsafe { libc::read(s.fd, buf.as_mut_ptr().cast(), buf.len()) };
             let now = time::now_rfc3339_go_nano();
             if r > 0 {
-                let recs = s.split.feed(&buf[..r as usize], &now);
+                let data = &buf[..r as usize];
+                let recs = if s.raw {
+                    s.split.feed_raw(data, &now)
+                } else {
+                    s.split.feed(data, &now)
+                };
                 if let Some(f) = log_file.as_mut() {
                     let _ = write_records(f, &recs);
                 }
-            } else if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
-            {
+            } else if r == 0 || !matches!(errno(), Some(libc::EINTR) | Some(libc::EAGAIN)) {
+                // EOF, or EIO from a terminal whose last slave closed.
                 s.open = false;
                 if let Some(rec) = s.split.finish(&now) {
                     if let Some(f) = log_file.as_mut() {
@@ -450,6 +654,7 @@ fn wait_and_collect(
             }
         }
     }
+    drop(clients);
     // Flush partial lines of streams we stopped waiting for.
     let now = time::now_rfc3339_go_nano();
     for s in streams.iter_mut().filter(|s| s.open) {
@@ -463,4 +668,13 @@ fn wait_and_collect(
         let _ = f.sync_data();
     }
     status.unwrap_or(EXIT_SETUP_FAILED)
+}
+
+/// Give the init EOF on stdin: replace our write end with /dev/null, so
+/// the descriptor number stays valid for its owner.
+fn close_stdin(fd: RawFd) {
+    if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 over a descriptor we own; the old pipe end closes.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
 }

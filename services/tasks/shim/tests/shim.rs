@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 const SHIM: &str = env!("CARGO_BIN_EXE_berth-shim");
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "id", "readlink", "hostname", "ls", "pwd", "kill", "sleep", "grep",
-    "true", "ulimit", "wc",
+    "true", "ulimit", "wc", "tty",
 ];
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -768,4 +768,124 @@ fn cgroup_namespace_is_rooted_at_the_container_cgroup() {
     let out = stdout_lines(&log).join("");
     assert!(!out.contains("berth-test"), "{out}");
     assert!(out.lines().any(|l| l.ends_with(":/")), "{out}");
+}
+
+/// Write the config and start the shim with `extra` arguments and a log;
+/// returns the init pid.
+fn start_in_background(b: &TestBundle, extra: &[&str]) -> i32 {
+    std::fs::write(b.dir.join("config.json"), b.config.to_string()).unwrap();
+    let out = Command::new(SHIM)
+        .args(["--id", &b.name, "--bundle"])
+        .arg(&b.dir)
+        .arg("--log")
+        .arg(b.dir.join("ctr.log"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    line["pid"].as_i64().unwrap_or_else(|| panic!("{line}")) as i32
+}
+
+fn log_text(b: &TestBundle) -> String {
+    std::fs::read_to_string(b.dir.join("ctr.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["log"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Runs `berth-shim exec` and decodes its frames: (output, exit status,
+/// error).
+fn shim_exec(b: &TestBundle, pid: i32, process: Value) -> (String, i32, String) {
+    use berth_runtime::frame;
+    let out = Command::new(SHIM)
+        .args(["exec", "--pid", &pid.to_string(), "--bundle"])
+        .arg(&b.dir)
+        .arg("--process")
+        .arg(process.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut d = frame::Decoder::new();
+    d.push(&out.stdout);
+    let (mut text, mut exit) = (String::new(), None);
+    while let Some(f) = d.next_frame().unwrap() {
+        match f.kind {
+            frame::STDOUT | frame::STDERR => text.push_str(&String::from_utf8_lossy(&f.payload)),
+            frame::EXIT => exit = frame::parse_exit(&f.payload),
+            _ => {}
+        }
+    }
+    let (status, error) = exit.expect("an EXIT frame");
+    (text, status, error)
+}
+
+#[test]
+fn terminal_is_a_pty_of_the_container() {
+    require_root!();
+    let mut b = TestBundle::new("tty");
+    b.args(&["sh", "-c", "tty; echo done"]);
+    b.config["process"]["terminal"] = json!(true);
+    let (line, exit, _) = b.run();
+    assert!(line["pid"].as_i64().is_some(), "{line}");
+    assert_eq!(exit["exit_status"], 0);
+    let text = log_text(&b);
+    assert!(text.contains("/dev/pts/0\r\n"), "{text:?}");
+    assert!(text.contains("done"), "{text:?}");
+    assert_clean(&b);
+}
+
+#[test]
+fn stdin_through_the_attach_socket() {
+    require_root!();
+    use berth_runtime::frame;
+    use std::io::Write;
+    let mut b = TestBundle::new("stdin");
+    b.args(&["cat"]);
+    start_in_background(&b, &["--stdin"]);
+    let mut s = std::os::unix::net::UnixStream::connect(b.dir.join("attach.sock")).unwrap();
+    s.write_all(&frame::encode(frame::STDIN, b"hello\n"))
+        .unwrap();
+    s.write_all(&frame::encode(frame::CLOSE_STDIN, b""))
+        .unwrap();
+    let exit = b.wait_exit();
+    assert_eq!(exit["exit_status"], 0);
+    assert_eq!(log_text(&b), "hello\n");
+    assert_clean(&b);
+}
+
+#[test]
+fn exec_runs_inside_the_container() {
+    require_root!();
+    let mut b = TestBundle::new("exec");
+    b.args(&["sleep", "1000"]);
+    let pid = start_in_background(&b, &[]);
+    let (out, status, _) = shim_exec(
+        &b,
+        pid,
+        json!({"args": ["sh", "-c", "echo $$; hostname; echo $FOO; pwd; exit 3"],
+               "env": ["FOO=bar"], "cwd": "/bin"}),
+    );
+    assert_eq!(status, 3);
+    // Not PID 1 but inside the pid namespace (small pid), the container's
+    // hostname, env and cwd.
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].parse::<i32>().unwrap() < 100, "{out}");
+    assert_eq!(&lines[1..], ["berth-test", "bar", "/bin"], "{out}");
+    let (_, status, error) = shim_exec(&b, pid, json!({"args": ["nosuch"]}));
+    assert_eq!(status, 127);
+    assert!(error.contains("executable file not found"), "{error}");
+    // The exec left the container alone.
+    assert!(!b.dir.join("exit").exists());
+    // SAFETY: kill the container init this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(b.wait_exit()["exit_status"], 137);
+    assert_clean(&b);
 }
