@@ -3,6 +3,7 @@
 //! and telemetry setup.
 
 pub mod grpc;
+pub mod logopts;
 pub mod reference;
 pub mod telemetry;
 pub mod time;

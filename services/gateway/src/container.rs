@@ -39,6 +39,8 @@ pub struct HostConfig {
     pub network_mode: String,
     pub restart_policy: RestartPolicy,
     pub read_only: bool,
+    /// json-file log options (--log-opt), validated at create.
+    pub log_opts: BTreeMap<String, String>,
 }
 
 /// Docker's HostConfig.RestartPolicy.
@@ -170,7 +172,7 @@ impl ContainerRecord {
             "HostConfig": {
                 "Binds": null,
                 "ContainerIDFile": "",
-                "LogConfig": {"Type": "json-file", "Config": {}},
+                "LogConfig": {"Type": "json-file", "Config": self.host_config.log_opts},
                 "NetworkMode": network_mode,
                 "PortBindings": {},
                 "RestartPolicy": {

@@ -264,6 +264,8 @@ impl Inner {
             parse_signal(&stop_signal)?;
         }
         let restart_policy = lifecycle::parse_restart_policy(&req.restart_policy)?;
+        berth_common::logopts::parse_json_file_opts(&req.log_opts)
+            .map_err(Error::InvalidArgument)?;
         if req.auto_remove && !restart_policy.name.is_empty() {
             return Err(Error::InvalidArgument(
                 "can't create 'AutoRemove' container with restart policy".into(),
@@ -316,6 +318,11 @@ impl Inner {
                     network_mode: network_mode.to_string(),
                     restart_policy,
                     read_only: req.read_only,
+                    log_opts: req
+                        .log_opts
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                 },
                 state: State {
                     status: "created".into(),
@@ -452,6 +459,10 @@ impl Inner {
                 .mounts;
             let identity = spec::resolve_user(&rec.config.user, &spec::layer_dirs(&mounts))?;
             let spec = spec::build(&rec, &identity, Some(&netns));
+            let log_opts = berth_common::logopts::parse_json_file_opts(
+                &rec.host_config.log_opts.clone().into_iter().collect(),
+            )
+            .map_err(Error::InvalidArgument)?;
             self.tasks
                 .clone()
                 .create(request(
@@ -463,6 +474,8 @@ impl Inner {
                         rootfs: mounts,
                         log_path: rec.log_path(),
                         open_stdin: rec.config.open_stdin,
+                        log_max_size: log_opts.max_size.unwrap_or(0),
+                        log_max_files: log_opts.max_file,
                     },
                 ))
                 .await

@@ -33,6 +33,12 @@ pub struct TaskRecord {
     /// The init gets a stdin pipe (`berth-shim --stdin`).
     #[serde(default)]
     pub open_stdin: bool,
+    /// Log rotation (`berth-shim --log-max-size`); 0: none.
+    #[serde(default)]
+    pub log_max_size: u64,
+    /// Log files kept (`berth-shim --log-max-files`).
+    #[serde(default)]
+    pub log_max_files: u32,
 }
 
 /// The launcher's one line of output.

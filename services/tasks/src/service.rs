@@ -245,6 +245,8 @@ impl TasksService {
                 started_at: String::new(),
                 cgroups_path,
                 open_stdin: req.open_stdin,
+                log_max_size: req.log_max_size,
+                log_max_files: req.log_max_files,
             };
             Bundle::new(tmp.clone()).write_record(&record)?;
             std::fs::rename(&tmp, &dir)
@@ -290,6 +292,12 @@ impl TasksService {
                 let _ = std::fs::create_dir_all(parent);
             }
             cmd.arg("--log").arg(&task.record.log_path);
+            if task.record.log_max_size > 0 {
+                cmd.arg("--log-max-size")
+                    .arg(task.record.log_max_size.to_string())
+                    .arg("--log-max-files")
+                    .arg(task.record.log_max_files.max(1).to_string());
+            }
         }
         if task.record.open_stdin {
             cmd.arg("--stdin");

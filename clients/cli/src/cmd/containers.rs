@@ -81,6 +81,15 @@ pub fn create_request(args: &RunArgs) -> Result<CreateContainerRequest, String> 
         return Err("Conflicting options: --restart and --rm".into());
     }
     let labels = parse_labels(&args.label)?;
+    // KEY=VALUE; a bare KEY has an empty value (docker's ConvertKVStringsToMap).
+    let log_opts = args
+        .log_opt
+        .iter()
+        .map(|o| {
+            let (k, v) = o.split_once('=').unwrap_or((o.as_str(), ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
     let cmd = (!args.command().is_empty()).then(|| StringList {
         values: args.command().to_vec(),
     });
@@ -108,6 +117,7 @@ pub fn create_request(args: &RunArgs) -> Result<CreateContainerRequest, String> 
         stop_timeout: args.stop_timeout,
         restart_policy: restart.to_string(),
         read_only: args.read_only,
+        log_opts,
         tty: args.tty,
         open_stdin: args.interactive,
         // docker run -i (not -d) closes stdin when the client's input ends.

@@ -1,7 +1,10 @@
 //! Docker json-file log format: one JSON object per line of output.
 
 use serde::Serialize;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 /// Longest partial line kept before it is written out without a newline.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -123,6 +126,101 @@ pub fn write_records<W: Write>(w: &mut W, records: &[String]) -> std::io::Result
     w.write_all(buf.as_bytes())
 }
 
+/// The json-file log of a container, rotated like docker's json-file
+/// driver: before a record would push the file past `max_size`, the file
+/// is renamed `FILE.1` (older ones shift up to `FILE.<max_files-1>`, the
+/// oldest is dropped) and a new `FILE` is opened; with `max_files` 1 the file
+/// is truncated instead. A record (one line) is never split across files.
+#[derive(Debug)]
+pub struct LogWriter {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_size: Option<u64>,
+    max_files: u32,
+}
+
+fn open_log(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+}
+
+/// `FILE.n` for a rotated log.
+pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+impl LogWriter {
+    /// Opens (appending, created 0640) `path`. `max_size` None: no rotation.
+    pub fn open(path: &Path, max_size: Option<u64>, max_files: u32) -> std::io::Result<Self> {
+        let file = open_log(path)?;
+        let size = file.metadata()?.len();
+        Ok(LogWriter {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_size: max_size.filter(|n| *n > 0),
+            max_files: max_files.max(1),
+        })
+    }
+
+    /// Write records, one per line, rotating first when one would not fit.
+    pub fn write_records(&mut self, records: &[String]) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        for r in records {
+            let len = r.len() as u64 + 1;
+            if let Some(max) = self.max_size {
+                let pending = buf.len() as u64;
+                if self.size + pending > 0 && self.size + pending + len > max {
+                    self.flush(&mut buf)?;
+                    self.rotate()?;
+                }
+            }
+            buf.extend_from_slice(r.as_bytes());
+            buf.push(b'\n');
+        }
+        self.flush(&mut buf)
+    }
+
+    fn flush(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let r = self.file.write_all(buf);
+        self.size += buf.len() as u64;
+        buf.clear();
+        r
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        if self.max_files <= 1 {
+            self.file.set_len(0)?;
+            self.size = 0;
+            return Ok(());
+        }
+        for n in (1..self.max_files - 1).rev() {
+            let from = rotated_path(&self.path, n);
+            if from.exists() {
+                std::fs::rename(&from, rotated_path(&self.path, n + 1))?;
+            }
+        }
+        std::fs::rename(&self.path, rotated_path(&self.path, 1))?;
+        self.file = open_log(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+
+    /// fsync the current file's data.
+    pub fn sync(&self) {
+        let _ = self.file.sync_data();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +290,96 @@ mod tests {
         let mut out = Vec::new();
         write_records(&mut out, &["{}".into(), "{\"a\":1}".into()]).unwrap();
         assert_eq!(out, b"{}\n{\"a\":1}\n");
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("berth-rt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn rec(n: usize) -> String {
+        format_entry(format!("line {n:04}\n").as_bytes(), "stdout", T)
+    }
+
+    fn lines(p: &Path) -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn rotates_keeping_max_files() {
+        let d = temp_dir("rotate");
+        let p = d.join("c-json.log");
+        let one = rec(0).len() as u64 + 1;
+        let max = one * 4 + one / 2; // four records fit
+        let mut w = LogWriter::open(&p, Some(max), 3).unwrap();
+        for n in 0..20 {
+            w.write_records(&[rec(n)]).unwrap();
+        }
+        // Several records in one call are split between files too.
+        let batch: Vec<String> = (20..26).map(rec).collect();
+        w.write_records(&batch).unwrap();
+        assert!(!rotated_path(&p, 3).exists());
+        let (cur, r1, r2) = (
+            lines(&p),
+            lines(&rotated_path(&p, 1)),
+            lines(&rotated_path(&p, 2)),
+        );
+        for f in [&p, &rotated_path(&p, 1), &rotated_path(&p, 2)] {
+            assert!(std::fs::metadata(f).unwrap().len() <= max);
+        }
+        let all: Vec<String> = r2.iter().chain(&r1).chain(&cur).cloned().collect();
+        let want: Vec<String> = (16..26).map(rec).collect();
+        assert_eq!(all, want);
+        assert_eq!(cur, (24..26).map(rec).collect::<Vec<_>>());
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn max_file_one_truncates_and_no_limit_appends() {
+        let d = temp_dir("truncate");
+        let p = d.join("c-json.log");
+        let one = rec(0).len() as u64 + 1;
+        let mut w = LogWriter::open(&p, Some(one * 3), 1).unwrap();
+        for n in 0..10 {
+            w.write_records(&[rec(n)]).unwrap();
+        }
+        assert_eq!(lines(&p), (9..10).map(rec).collect::<Vec<_>>());
+        assert!(!rotated_path(&p, 1).exists());
+
+        let q = d.join("plain.log");
+        let mut w = LogWriter::open(&q, None, 5).unwrap();
+        for n in 0..10 {
+            w.write_records(&[rec(n)]).unwrap();
+        }
+        assert_eq!(lines(&q).len(), 10);
+        // A record larger than max-size still goes out whole.
+        let r = LogWriter::open(&d.join("big.log"), Some(10), 2)
+            .and_then(|mut w| w.write_records(&[rec(1), rec(2)]));
+        r.unwrap();
+        assert_eq!(lines(&d.join("big.log")), vec![rec(2)]);
+        assert_eq!(lines(&rotated_path(&d.join("big.log"), 1)), vec![rec(1)]);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn reopening_counts_existing_size() {
+        let d = temp_dir("reopen");
+        let p = d.join("c-json.log");
+        let one = rec(0).len() as u64 + 1;
+        LogWriter::open(&p, None, 1)
+            .unwrap()
+            .write_records(&[rec(0), rec(1)])
+            .unwrap();
+        let mut w = LogWriter::open(&p, Some(one * 2), 2).unwrap();
+        w.write_records(&[rec(2)]).unwrap();
+        assert_eq!(lines(&rotated_path(&p, 1)), vec![rec(0), rec(1)]);
+        assert_eq!(lines(&p), vec![rec(2)]);
+        std::fs::remove_dir_all(d).unwrap();
     }
 }

@@ -1,6 +1,6 @@
 //! berth-shim: one small single-threaded process per container.
 //!
-//! `berth-shim --id ID --bundle DIR [--log FILE] [--stdin]`
+//! `berth-shim --id ID --bundle DIR [--log FILE [--log-max-size BYTES [--log-max-files N]]] [--stdin]`
 //! `berth-shim exec --pid PID --bundle DIR --process JSON` (see `exec.rs`)
 //!
 //! The launcher forks a daemon (new session, subreaper, stdio on /dev/null)
@@ -20,7 +20,7 @@ use berth_runtime::cgroups::Cgroup;
 use berth_runtime::container::{create_with, Io};
 use berth_runtime::error::EXIT_SETUP_FAILED;
 use berth_runtime::frame::{self, Decoder};
-use berth_runtime::logs::{write_records, LineSplitter};
+use berth_runtime::logs::{LineSplitter, LogWriter};
 use berth_runtime::status::exit_status_from_raw;
 use berth_runtime::sys::{pipe_cloexec, read_to_end, write_all};
 use berth_runtime::{time, Bundle, Error};
@@ -28,7 +28,6 @@ use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -37,6 +36,10 @@ struct Args {
     id: String,
     bundle: PathBuf,
     log: Option<PathBuf>,
+    /// Rotate the log before it grows past this many bytes.
+    log_max_size: Option<u64>,
+    /// Log files kept, the current one included.
+    log_max_files: u32,
     stdin: bool,
 }
 
@@ -60,11 +63,16 @@ struct ExitFile<'a> {
 }
 
 fn parse_args() -> Result<Args, String> {
+    parse_args_from(std::env::args().skip(1))
+}
+
+fn parse_args_from(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut id = None;
     let mut bundle = None;
     let mut log = None;
+    let mut log_max_size = None;
+    let mut log_max_files = 1;
     let mut stdin = false;
-    let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         if a == "--stdin" {
             stdin = true;
@@ -84,6 +92,21 @@ fn parse_args() -> Result<Args, String> {
             "--id" => id = Some(value()?),
             "--bundle" => bundle = Some(PathBuf::from(value()?)),
             "--log" => log = Some(PathBuf::from(value()?)),
+            "--log-max-size" => {
+                let v = value()?;
+                let n: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--log-max-size: invalid size {v:?}"))?;
+                log_max_size = (n > 0).then_some(n);
+            }
+            "--log-max-files" => {
+                let v = value()?;
+                log_max_files = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or(format!("--log-max-files: invalid count {v:?}"))?;
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -92,6 +115,8 @@ fn parse_args() -> Result<Args, String> {
         id: id.ok_or("--id is required")?,
         bundle: cwd.join(bundle.ok_or("--bundle is required")?),
         log: log.map(|l| cwd.join(l)),
+        log_max_size,
+        log_max_files,
         stdin,
     })
 }
@@ -119,7 +144,7 @@ fn main() {
         Ok(a) => a,
         Err(e) => {
             print_line(&failed_line(
-                &format!("usage: berth-shim --id ID --bundle DIR [--log FILE] [--stdin]: {e}"),
+                &format!("usage: berth-shim --id ID --bundle DIR [--log FILE [--log-max-size BYTES] [--log-max-files N]] [--stdin]: {e}"),
                 EXIT_SETUP_FAILED,
             ));
             std::process::exit(0);
@@ -286,13 +311,8 @@ fn daemon(args: &Args, report: OwnedFd) {
         Ok(fd) => fd,
         Err(e) => return fail(&e, &report),
     };
-    let log = match &args.log {
-        Some(p) => match OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .open(p)
-        {
+    let mut log = match &args.log {
+        Some(p) => match LogWriter::open(p, args.log_max_size, args.log_max_files) {
             Ok(f) => Some(f),
             Err(e) => return fail(&Error::os(format!("open log {}", p.display()), e), &report),
         },
@@ -344,7 +364,7 @@ fn daemon(args: &Args, report: OwnedFd) {
     let _ = write_all(report.as_raw_fd(), line.as_bytes());
     drop(report);
 
-    let status = wait_and_collect(&sigfd, pid, &io, log.as_ref(), container.cgroup.as_ref());
+    let status = wait_and_collect(&sigfd, pid, &io, log.as_mut(), container.cgroup.as_ref());
     drop(listener);
     let _ = std::fs::remove_file(dir.join("attach.sock"));
     if let Some(cg) = &container.cgroup {
@@ -431,7 +451,7 @@ fn wait_and_collect(
     sigfd: &OwnedFd,
     init: i32,
     io: &ContainerIo,
-    log: Option<&File>,
+    log: Option<&mut LogWriter>,
     cgroup: Option<&Cgroup>,
 ) -> i32 {
     let mut streams = Vec::new();
@@ -641,14 +661,14 @@ fn wait_and_collect(
                     s.split.feed(data, &now)
                 };
                 if let Some(f) = log_file.as_mut() {
-                    let _ = write_records(f, &recs);
+                    let _ = f.write_records(&recs);
                 }
             } else if r == 0 || !matches!(errno(), Some(libc::EINTR) | Some(libc::EAGAIN)) {
                 // EOF, or EIO from a terminal whose last slave closed.
                 s.open = false;
                 if let Some(rec) = s.split.finish(&now) {
                     if let Some(f) = log_file.as_mut() {
-                        let _ = write_records(f, &[rec]);
+                        let _ = f.write_records(&[rec]);
                     }
                 }
             }
@@ -660,12 +680,12 @@ fn wait_and_collect(
     for s in streams.iter_mut().filter(|s| s.open) {
         if let Some(rec) = s.split.finish(&now) {
             if let Some(f) = log_file.as_mut() {
-                let _ = write_records(f, &[rec]);
+                let _ = f.write_records(&[rec]);
             }
         }
     }
     if let Some(f) = log_file {
-        let _ = f.sync_data();
+        f.sync();
     }
     status.unwrap_or(EXIT_SETUP_FAILED)
 }
@@ -676,5 +696,36 @@ fn close_stdin(fd: RawFd) {
     if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
         // SAFETY: dup2 over a descriptor we own; the old pipe end closes.
         unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(a: &[&str]) -> Result<Args, String> {
+        parse_args_from(a.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn log_rotation_args() {
+        let a = parse(&["--id", "c", "--bundle", "/b", "--log", "/l"]).unwrap();
+        assert_eq!((a.log_max_size, a.log_max_files), (None, 1));
+        let a = parse(&[
+            "--id=c",
+            "--bundle=/b",
+            "--log=/l",
+            "--log-max-size",
+            "2048",
+            "--log-max-files=3",
+        ])
+        .unwrap();
+        assert_eq!(a.log.as_deref(), Some(Path::new("/l")));
+        assert_eq!((a.log_max_size, a.log_max_files), (Some(2048), 3));
+        let a = parse(&["--id=c", "--bundle=/b", "--log-max-size=0"]).unwrap();
+        assert_eq!(a.log_max_size, None);
+        assert!(parse(&["--id=c", "--bundle=/b", "--log-max-size=2k"]).is_err());
+        assert!(parse(&["--id=c", "--bundle=/b", "--log-max-files=0"]).is_err());
+        assert!(parse(&["--id=c", "--bundle=/b", "--log-max-files", "x"]).is_err());
     }
 }

@@ -1,0 +1,173 @@
+//! `--log-opt` for the json-file log driver (docker's max-size, max-file).
+
+use std::collections::HashMap;
+
+/// Validated json-file options.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JsonFileOpts {
+    /// Rotate before the log would grow past this many bytes (None: never).
+    pub max_size: Option<u64>,
+    /// Files kept, the current one included (1: truncate instead).
+    pub max_file: u32,
+}
+
+/// Docker's `units.RAMInBytes`: a number (fraction allowed) with an optional
+/// binary unit k, m, g, t, p (optionally followed by `i` and/or `b`, any case).
+pub fn ram_in_bytes(s: &str) -> Result<i64, String> {
+    let bad = || format!("invalid size: '{s}'");
+    // ^(\d+(\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$
+    let b = s.as_bytes();
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let st = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > st
+    };
+    if !digits(&mut i) {
+        return Err(bad());
+    }
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        if !digits(&mut i) {
+            return Err(bad());
+        }
+    }
+    let num = &s[..i];
+    if i < b.len() && b[i] == b' ' {
+        i += 1;
+    }
+    let mut mult: i64 = 1;
+    if i < b.len() {
+        let m = match b[i].to_ascii_lowercase() {
+            b'k' => 1 << 10,
+            b'm' => 1 << 20,
+            b'g' => 1 << 30,
+            b't' => 1 << 40,
+            b'p' => 1 << 50,
+            _ => 0,
+        };
+        if m != 0 {
+            mult = m;
+            i += 1;
+        }
+    }
+    if i < b.len() && b[i].eq_ignore_ascii_case(&b'i') {
+        i += 1;
+    }
+    if i < b.len() && b[i].eq_ignore_ascii_case(&b'b') {
+        i += 1;
+    }
+    if i != b.len() {
+        return Err(bad());
+    }
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    let bytes = v * mult as f64;
+    if !bytes.is_finite() || bytes >= i64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as i64)
+}
+
+/// Validates log options the way docker's json-file driver does.
+pub fn parse_json_file_opts(opts: &HashMap<String, String>) -> Result<JsonFileOpts, String> {
+    let mut keys: Vec<&String> = opts.keys().collect();
+    keys.sort();
+    for k in keys {
+        if k != "max-size" && k != "max-file" {
+            return Err(format!("unknown log opt '{k}' for json-file log driver"));
+        }
+    }
+    let max_size = match opts.get("max-size") {
+        None => None,
+        Some(v) => {
+            let n =
+                ram_in_bytes(v).map_err(|e| format!("invalid value for log-opt max-size: {e}"))?;
+            if n <= 0 {
+                return Err("max-size must be a positive number".into());
+            }
+            Some(n as u64)
+        }
+    };
+    let max_file = match opts.get("max-file") {
+        None => 1,
+        Some(v) => {
+            let n: i64 = v.parse().map_err(|_| {
+                format!("invalid value for log-opt max-file: strconv.Atoi: parsing {v:?}: invalid syntax")
+            })?;
+            if n < 1 {
+                return Err("max-file cannot be less than 1".into());
+            }
+            u32::try_from(n).map_err(|_| format!("invalid value for log-opt max-file: {v}"))?
+        }
+    };
+    Ok(JsonFileOpts { max_size, max_file })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(kv: &[(&str, &str)]) -> HashMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(ram_in_bytes("10").unwrap(), 10);
+        assert_eq!(ram_in_bytes("10k").unwrap(), 10 << 10);
+        assert_eq!(ram_in_bytes("10K").unwrap(), 10 << 10);
+        assert_eq!(ram_in_bytes("10kb").unwrap(), 10 << 10);
+        assert_eq!(ram_in_bytes("10KiB").unwrap(), 10 << 10);
+        assert_eq!(ram_in_bytes("2m").unwrap(), 2 << 20);
+        assert_eq!(ram_in_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(ram_in_bytes("1.5k").unwrap(), 1536);
+        assert_eq!(ram_in_bytes("7b").unwrap(), 7);
+        for bad in ["", "k", "abc", "10x", "-1", "1..2k", "10kk", ".5k", "10bb"] {
+            assert!(ram_in_bytes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_file_opts() {
+        assert_eq!(
+            parse_json_file_opts(&opts(&[])).unwrap(),
+            JsonFileOpts {
+                max_size: None,
+                max_file: 1
+            }
+        );
+        assert_eq!(
+            parse_json_file_opts(&opts(&[("max-size", "10k"), ("max-file", "3")])).unwrap(),
+            JsonFileOpts {
+                max_size: Some(10240),
+                max_file: 3
+            }
+        );
+        assert_eq!(
+            parse_json_file_opts(&opts(&[("max-size", "2k")]))
+                .unwrap()
+                .max_file,
+            1
+        );
+        let e = parse_json_file_opts(&opts(&[("max-size", "abc")])).unwrap_err();
+        assert!(e.starts_with("invalid value for log-opt max-size"), "{e}");
+        assert_eq!(
+            parse_json_file_opts(&opts(&[("max-size", "0")])).unwrap_err(),
+            "max-size must be a positive number"
+        );
+        assert_eq!(
+            parse_json_file_opts(&opts(&[("max-file", "0")])).unwrap_err(),
+            "max-file cannot be less than 1"
+        );
+        let e = parse_json_file_opts(&opts(&[("max-file", "x")])).unwrap_err();
+        assert!(e.starts_with("invalid value for log-opt max-file"), "{e}");
+        assert_eq!(
+            parse_json_file_opts(&opts(&[("foo", "1")])).unwrap_err(),
+            "unknown log opt 'foo' for json-file log driver"
+        );
+    }
+}
