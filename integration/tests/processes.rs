@@ -432,3 +432,26 @@ fn top_and_stats() {
     assert_eq!(r.ok().trim(), format!("{name} 1"));
     s.berth(&["rm", "-f", &name]).ok();
 }
+
+#[test]
+fn attach_without_a_terminal_follows_output_and_exit_code() {
+    berth_integration::require_root!();
+    let s = berth_integration::Stack::start(berth_integration::Mode::AllInOne);
+    s.import_busybox("busybox");
+    s.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "plain",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 2; for i in 1 2 3; do echo line$i; sleep 0.2; done; exit 3",
+    ])
+    .ok();
+    // stdin is /dev/null (not a terminal) and the container has no tty.
+    let r = s.berth(&["attach", "plain"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert_eq!(r.stdout, "line1\nline2\nline3\n");
+    s.berth(&["rm", "plain"]).ok();
+}

@@ -257,6 +257,7 @@ impl ContainerProcesses for ProcessesApi {
             let ns = ns.clone();
             let id = id.clone();
             let mut seen_running = rec.state.running();
+            let mut input_done = false;
             tokio::spawn(async move {
                 loop {
                     let exit = tokio::select! {
@@ -270,12 +271,18 @@ impl ContainerProcesses for ProcessesApi {
                             Err(broadcast::error::RecvError::Closed) => return,
                         },
                         _ = tokio::time::sleep(Duration::from_millis(30)) => None,
-                        _ = detach_rx.changed() => {
-                            let _ = tx.send(Ok(AttachIoResponse {
-                                payload: Some(attach_io_response::Payload::Detached(true)),
-                            })).await;
-                            return;
-                        }
+                        changed = detach_rx.changed(), if !input_done => match changed {
+                            Ok(()) if *detach_rx.borrow() => {
+                                let _ = tx.send(Ok(AttachIoResponse {
+                                    payload: Some(attach_io_response::Payload::Detached(true)),
+                                })).await;
+                                return;
+                            }
+                            Ok(()) => None,
+                            // The input side is gone (no stdin, or its end):
+                            // no detach can come any more; keep following.
+                            Err(_) => { input_done = true; None }
+                        },
                         _ = tx.closed() => return,
                     };
                     for e in logs::select(tailer.read_available().await, want_out, want_err, -1) {
