@@ -301,11 +301,27 @@ mod tests {
         std::fs::File::create(p).unwrap();
     }
 
-    fn temp_dir(name: &str) -> PathBuf {
+    /// A temp directory removed when dropped, also when a test fails.
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    fn temp_dir(name: &str) -> TempDir {
         let d = std::env::temp_dir().join(format!("berth-gw-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        d
+        TempDir(d)
     }
 
     #[tokio::test]
@@ -320,7 +336,6 @@ mod tests {
         let mut t = Tailer::open(p.to_str().unwrap(), false).await;
         let want: Vec<String> = (3..8).map(|n| n.to_string()).collect();
         assert_eq!(data(&t.read_available().await), want);
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[tokio::test]
@@ -352,6 +367,5 @@ mod tests {
             .unwrap();
         append(&p, 10..11);
         assert_eq!(data(&t.read_available().await), ["10"]);
-        std::fs::remove_dir_all(d).unwrap();
     }
 }
