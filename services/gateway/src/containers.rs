@@ -16,7 +16,7 @@ use berth_proto::gateway::v1::{
     WaitContainerResponse,
 };
 use berth_proto::network::v1::{AttachRequest as NetAttach, DetachRequest as NetDetach};
-use berth_proto::snapshots::v1::{MountsRequest, PrepareRequest, RemoveRequest};
+use berth_proto::snapshots::v1::{PrepareRequest, RemoveRequest};
 use berth_proto::tasks::v1::{
     CreateTaskRequest, DeleteRequest, KillRequest, StartRequest, StateRequest,
     Status as TaskStatus, WaitRequest,
@@ -444,19 +444,7 @@ impl Inner {
             .into_inner()
             .netns_path;
         let result = async {
-            let mounts = self
-                .snapshots
-                .clone()
-                .mounts(request(
-                    ns,
-                    MountsRequest {
-                        key: rec.snapshot_key.clone(),
-                    },
-                ))
-                .await
-                .map_err(Error::service("snapshots"))?
-                .into_inner()
-                .mounts;
+            let mounts = self.snapshot_mounts(ns, &rec).await?;
             let identity = spec::resolve_user(&rec.config.user, &spec::layer_dirs(&mounts))?;
             let spec = spec::build(&rec, &identity, Some(&netns));
             let log_opts = berth_common::logopts::parse_json_file_opts(

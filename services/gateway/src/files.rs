@@ -95,7 +95,11 @@ fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 impl Inner {
-    async fn snapshot_mounts(&self, ns: &str, rec: &ContainerRecord) -> Result<Vec<Mount>> {
+    pub(crate) async fn snapshot_mounts(
+        &self,
+        ns: &str,
+        rec: &ContainerRecord,
+    ) -> Result<Vec<Mount>> {
         Ok(self
             .snapshots
             .clone()
