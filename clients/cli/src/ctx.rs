@@ -12,7 +12,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 /// Trailer carrying the exit code for a command that cannot be executed.
-pub const EXIT_CODE_KEY: &str = "berth-exit-code";
+pub use berth_common::EXIT_CODE_KEY;
 
 /// What every command needs: the gateway channel and the namespace.
 #[derive(Clone)]

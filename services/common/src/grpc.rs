@@ -14,6 +14,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Metadata key that scopes a request to a tenant namespace.
 pub const NAMESPACE_KEY: &str = "berth-namespace";
+/// Metadata key (trailer) that carries the exit code of a command that could
+/// not be executed (127 not found, 126 not executable), from berth-tasks
+/// through the gateway to clients.
+pub const EXIT_CODE_KEY: &str = "berth-exit-code";
 /// Namespace used when a request carries none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 

@@ -9,5 +9,6 @@ pub mod telemetry;
 pub mod time;
 
 pub use grpc::{
-    connect_unix, namespace_of, request, unix_incoming, DEFAULT_NAMESPACE, NAMESPACE_KEY,
+    connect_unix, namespace_of, request, unix_incoming, DEFAULT_NAMESPACE, EXIT_CODE_KEY,
+    NAMESPACE_KEY,
 };

@@ -3,9 +3,7 @@
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
-/// Metadata key (trailer) that carries the exit code for a command that
-/// could not be executed (127 not found, 126 not executable).
-pub const EXIT_CODE_KEY: &str = "berth-exit-code";
+pub use berth_common::EXIT_CODE_KEY;
 
 /// Errors of the gateway.
 #[derive(Debug, thiserror::Error)]

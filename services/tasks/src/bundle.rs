@@ -67,12 +67,13 @@ pub fn validate_id(id: &str) -> Result<(), Error> {
     }
 }
 
-/// Writes `data` to `path` atomically (temp file, fsync, rename).
+/// Writes `data` to `path` atomically (temp file, rename). No fsync: bundles
+/// live in the runtime state directory (tmpfs, gone after a reboot), so only
+/// process crashes matter, and the rename already covers those.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp).map_err(Error::io(format!("create {}", tmp.display())))?;
     f.write_all(data)
-        .and_then(|_| f.sync_all())
         .map_err(Error::io(format!("write {}", tmp.display())))?;
     fs::rename(&tmp, path).map_err(Error::io(format!("rename {}", path.display())))
 }

@@ -42,7 +42,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition(_) => Status::failed_precondition(msg),
             Error::Exec { exit_code, .. } => {
                 let mut md = tonic::metadata::MetadataMap::new();
-                md.insert("berth-exit-code", MetadataValue::from(exit_code));
+                md.insert(berth_common::EXIT_CODE_KEY, MetadataValue::from(exit_code));
                 Status::with_metadata(Code::FailedPrecondition, msg, md)
             }
             Error::Io { .. } | Error::Internal(_) => Status::internal(msg),

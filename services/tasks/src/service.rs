@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
-use crate::bundle::{validate_id, write_atomic, Bundle, ExitRecord, ShimReport, TaskRecord};
+use crate::bundle::{validate_id, Bundle, ExitRecord, ShimReport, TaskRecord};
 use crate::error::Error;
 use crate::pidfd;
 
@@ -225,7 +225,12 @@ impl TasksService {
         let _ = std::fs::remove_dir_all(&tmp);
         let result = (|| {
             std::fs::create_dir_all(tmp.join("rootfs")).map_err(Error::io("create bundle"))?;
-            write_atomic(&tmp.join("config.json"), &req.spec)?;
+            // Plain writes: the whole directory is renamed into place below.
+            let write = |name: &str, data: &[u8]| {
+                std::fs::write(tmp.join(name), data)
+                    .map_err(Error::io(format!("write bundle {name}")))
+            };
+            write("config.json", &req.spec)?;
             let mounts: Vec<MountJson> = req
                 .rootfs
                 .iter()
@@ -235,8 +240,8 @@ impl TasksService {
                     options: &m.options,
                 })
                 .collect();
-            write_atomic(
-                &tmp.join("rootfs.json"),
+            write(
+                "rootfs.json",
                 &serde_json::to_vec(&mounts).map_err(|e| Error::Internal(e.to_string()))?,
             )?;
             let record = TaskRecord {
