@@ -205,6 +205,9 @@ pub struct RunArgs {
     /// Mount the container's root filesystem as read only
     #[arg(long = "read-only")]
     pub read_only: bool,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long = "init")]
+    pub init: bool,
     /// Log driver options
     #[arg(long = "log-opt", value_name = "list")]
     pub log_opt: Vec<String>,

@@ -39,6 +39,8 @@ pub struct HostConfig {
     pub network_mode: String,
     pub restart_policy: RestartPolicy,
     pub read_only: bool,
+    /// A reaper runs as PID 1 with the command as its child (--init).
+    pub init: bool,
     /// json-file log options (--log-opt), validated at create.
     pub log_opts: BTreeMap<String, String>,
 }
@@ -185,6 +187,8 @@ impl ContainerRecord {
                 "Privileged": false,
                 "PublishAllPorts": false,
                 "ReadonlyRootfs": self.host_config.read_only,
+                // docker shows null unless --init was given.
+                "Init": if self.host_config.init { json!(true) } else { Value::Null },
                 "Runtime": "berth",
                 "CgroupParent": "",
             },

@@ -318,6 +318,7 @@ impl Inner {
                     network_mode: network_mode.to_string(),
                     restart_policy,
                     read_only: req.read_only,
+                    init: req.init,
                     log_opts: req
                         .log_opts
                         .iter()

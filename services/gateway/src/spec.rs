@@ -222,8 +222,13 @@ pub fn build(rec: &ContainerRecord, identity: &Identity, netns: Option<&str>) ->
     }
     let dir = &rec.dir;
     let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+    let mut annotations = serde_json::Map::new();
+    if rec.host_config.init {
+        annotations.insert(berth_runtime::init::ANNOTATION.into(), json!("true"));
+    }
     json!({
         "ociVersion": "1.0.2",
+        "annotations": annotations,
         "process": {
             "terminal": rec.config.tty,
             "user": {"uid": identity.uid, "gid": identity.gid, "additionalGids": identity.additional_gids},

@@ -117,6 +117,7 @@ pub fn create_request(args: &RunArgs) -> Result<CreateContainerRequest, String> 
         stop_timeout: args.stop_timeout,
         restart_policy: restart.to_string(),
         read_only: args.read_only,
+        init: args.init,
         log_opts,
         tty: args.tty,
         open_stdin: args.interactive,

@@ -452,6 +452,9 @@ fn child_setup(bundle: &Bundle, plan: &NamespacePlan, fds: &ChildFds) -> Result<
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
+    if crate::init::requested(spec) {
+        return crate::init::exec_under_reaper(&exec, cmd, fds.console.is_some());
+    }
     let errno = exec.exec();
     Err(process::exec_error(cmd, errno))
 }

@@ -9,6 +9,7 @@ pub mod container;
 pub mod devices;
 pub mod error;
 pub mod frame;
+pub mod init;
 pub mod logs;
 pub mod mount;
 pub mod namespaces;
