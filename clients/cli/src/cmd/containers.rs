@@ -123,7 +123,6 @@ pub fn create_request(args: &RunArgs) -> Result<CreateContainerRequest, String> 
         open_stdin: args.interactive,
         // docker run -i (not -d) closes stdin when the client's input ends.
         stdin_once: args.interactive && !args.detach,
-        ..Default::default()
     })
 }
 
