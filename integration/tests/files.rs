@@ -276,6 +276,88 @@ fn diff_export_and_commit() {
     s.berth(&["rm", "dc"]).ok();
 }
 
+/// Actions of the container's events so far, in order.
+fn container_actions(s: &Stack, name: &str) -> Vec<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let until = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+    s.berth(&[
+        "events",
+        "--since",
+        "0",
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={name}"),
+        "--format",
+        "{{.Action}}",
+    ])
+    .ok()
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+#[test]
+fn commit_pauses_a_running_container_unless_told_not_to() {
+    require_root!();
+    let s = stack_with_busybox();
+    let name = unique("cp");
+    s.berth(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "busybox",
+        "sh",
+        "-c",
+        "echo one > /state; sleep 1000",
+    ])
+    .ok();
+    let pid = s.berth(&["inspect", "-f", "{{.State.Pid}}", &name]).ok();
+    s.berth(&["commit", &name, "paused:1"]).ok();
+    let actions = container_actions(&s, &name);
+    let tail: Vec<&str> = actions
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(tail, ["pause", "commit", "unpause"], "{actions:?}");
+    // Thawed afterwards: the same processes run on.
+    assert_eq!(
+        s.berth(&["inspect", "-f", "{{.State.Status}} {{.State.Pid}}", &name])
+            .ok(),
+        format!("running {}", pid.trim()) + "\n"
+    );
+    assert_eq!(s.run(&["paused:1", "cat", "/state"]).ok(), "one\n");
+
+    s.berth(&["commit", "--pause=false", &name, "paused:2"])
+        .ok();
+    let actions = container_actions(&s, &name);
+    assert_eq!(
+        actions.last().map(String::as_str),
+        Some("commit"),
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions.iter().filter(|a| *a == "pause").count(),
+        1,
+        "{actions:?}"
+    );
+
+    // A container the user paused stays paused after a commit.
+    s.berth(&["pause", &name]).ok();
+    s.berth(&["commit", &name, "paused:3"]).ok();
+    assert_eq!(
+        s.berth(&["inspect", "-f", "{{.State.Status}}", &name]).ok(),
+        "paused\n"
+    );
+    s.berth(&["rm", "-f", &name]).ok();
+}
+
 #[test]
 fn cp_diff_and_events_with_split_services() {
     require_root!();

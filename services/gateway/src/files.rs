@@ -247,6 +247,28 @@ impl Inner {
 
     async fn commit_container(&self, ns: &str, req: CommitRequest) -> Result<String> {
         let rec = self.find(ns, &req.id)?;
+        // docker commit --pause (the default): freeze the processes so the
+        // layer is a consistent picture, and thaw them whatever happens.
+        if !(req.pause && rec.state.status == "running") {
+            return self.commit_changes(ns, &rec, req).await;
+        }
+        self.pause_container(ns, &rec).await?;
+        let result = self.commit_changes(ns, &rec, req).await;
+        let thawed = match self.find(ns, &rec.id) {
+            Ok(now) if now.state.status == "paused" => self.unpause_container(ns, &now).await,
+            _ => Ok(()),
+        };
+        let id = result?;
+        thawed?;
+        Ok(id)
+    }
+
+    async fn commit_changes(
+        &self,
+        ns: &str,
+        rec: &ContainerRecord,
+        req: CommitRequest,
+    ) -> Result<String> {
         let target = if req.reference.is_empty() {
             None
         } else {

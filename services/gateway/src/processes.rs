@@ -142,6 +142,52 @@ fn not_running(id: &str) -> Error {
     Error::FailedPrecondition(format!("container {id} is not running"))
 }
 
+impl Inner {
+    /// Freezes a running container (docker pause): its processes stop
+    /// where they are; a `pause` event is recorded.
+    pub(crate) async fn pause_container(&self, ns: &str, rec: &ContainerRecord) -> Result<()> {
+        if rec.state.status == "paused" {
+            return Err(Error::FailedPrecondition(format!(
+                "Container {} is already paused",
+                rec.id
+            )));
+        }
+        if !rec.state.running() {
+            return Err(Error::FailedPrecondition(format!(
+                "Container {} is not running",
+                rec.id
+            )));
+        }
+        self.tasks
+            .clone()
+            .pause(request(ns, PauseRequest { id: rec.id.clone() }))
+            .await
+            .map_err(Error::service("tasks"))?;
+        set_status(self, ns, &rec.id, "paused")?;
+        self.emit_container(ns, &rec.id, "pause", &[]);
+        Ok(())
+    }
+
+    /// Thaws a paused container (docker unpause); an `unpause` event is
+    /// recorded.
+    pub(crate) async fn unpause_container(&self, ns: &str, rec: &ContainerRecord) -> Result<()> {
+        if rec.state.status != "paused" {
+            return Err(Error::FailedPrecondition(format!(
+                "Container {} is not paused",
+                rec.id
+            )));
+        }
+        self.tasks
+            .clone()
+            .resume(request(ns, PauseRequest { id: rec.id.clone() }))
+            .await
+            .map_err(Error::service("tasks"))?;
+        set_status(self, ns, &rec.id, "running")?;
+        self.emit_container(ns, &rec.id, "unpause", &[]);
+        Ok(())
+    }
+}
+
 /// Thaws a paused container so that a signal can act (docker's kill and
 /// stop of a paused container). Called before signalling.
 pub(crate) async fn thaw_for_signal(inner: &Inner, ns: &str, id: &str) {
@@ -606,25 +652,7 @@ impl ContainerProcesses for ProcessesApi {
     ) -> std::result::Result<Response<Empty>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let rec = self.0.find(&ns, &req.get_ref().id)?;
-        if rec.state.status == "paused" {
-            return Err(Error::FailedPrecondition(format!(
-                "Container {} is already paused",
-                rec.id
-            ))
-            .into());
-        }
-        if !rec.state.running() {
-            return Err(
-                Error::FailedPrecondition(format!("Container {} is not running", rec.id)).into(),
-            );
-        }
-        self.0
-            .tasks
-            .clone()
-            .pause(request(&ns, PauseRequest { id: rec.id.clone() }))
-            .await
-            .map_err(Error::service("tasks"))?;
-        set_status(&self.0, &ns, &rec.id, "paused")?;
+        self.0.pause_container(&ns, &rec).await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -634,18 +662,7 @@ impl ContainerProcesses for ProcessesApi {
     ) -> std::result::Result<Response<Empty>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let rec = self.0.find(&ns, &req.get_ref().id)?;
-        if rec.state.status != "paused" {
-            return Err(
-                Error::FailedPrecondition(format!("Container {} is not paused", rec.id)).into(),
-            );
-        }
-        self.0
-            .tasks
-            .clone()
-            .resume(request(&ns, PauseRequest { id: rec.id.clone() }))
-            .await
-            .map_err(Error::service("tasks"))?;
-        set_status(&self.0, &ns, &rec.id, "running")?;
+        self.0.unpause_container(&ns, &rec).await?;
         Ok(Response::new(Empty {}))
     }
 
