@@ -284,7 +284,7 @@ impl Inner {
         let changes = apply_changes(&req.changes)?;
         let (image, _) = self.resolve_image(ns, &rec.image_id).await?;
         // The layer: the upper dir with whiteouts in OCI form.
-        let mounts = self.snapshot_mounts(ns, &rec).await?;
+        let mounts = self.snapshot_mounts(ns, rec).await?;
         let (upper, _) = overlay_dirs(&mounts)?;
         let layer = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             let fd = nix::fcntl::open(
