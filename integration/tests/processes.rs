@@ -275,6 +275,32 @@ fn exec_runs_in_the_container() {
     assert_eq!(cli.wait(), Some(0));
     std::thread::sleep(Duration::from_millis(200));
     assert!(s.berth(&["top", &name]).ok().contains("sleep 777"));
+    // Other detach keys; the default ones are then plain input.
+    let mut cli = PtyCli::spawn(
+        &s,
+        &["exec", "-it", "--detach-keys", "ctrl-x,y", &name, "sh"],
+    );
+    cli.send(b"echo go$((4+4))\n");
+    cli.expect("go8");
+    // (ctrl-p recalls the last line in busybox's sh; ctrl-c drops it.)
+    cli.send(&[0x10, 0x11]);
+    std::thread::sleep(Duration::from_millis(200));
+    cli.send(&[0x03]);
+    cli.send(b"sleep 778\n");
+    wait_until("the second exec's sleep", || {
+        s.berth(&["top", &name]).stdout.contains("sleep 778")
+    });
+    cli.send(&[0x18, b'y']);
+    assert_eq!(cli.wait(), Some(0));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(s.berth(&["top", &name]).ok().contains("sleep 778"));
+    let r = s.berth(&["exec", "-it", "--detach-keys", "ctrl-1", &name, "true"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let r = s.berth(&["exec", "-i", "--detach-keys", "ctrl-1", &name, "true"]);
+    assert!(
+        r.stderr.contains("Invalid detach keys (ctrl-1) provided"),
+        "{r:?}"
+    );
     // A stopped container.
     s.berth(&["kill", &name]).ok();
     wait_until("the container to stop", || {

@@ -64,6 +64,12 @@ pub fn parse_detach_keys(s: &str) -> std::result::Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// [`parse_detach_keys`] with docker's error for a client's request.
+fn detach_keys(s: &str) -> Result<Vec<u8>> {
+    parse_detach_keys(s)
+        .map_err(|e| Error::InvalidArgument(format!("Invalid detach keys ({s}) provided: {e}")))
+}
+
 /// Finds the detach sequence in a byte stream, holding back a partial
 /// match until it is decided.
 #[derive(Debug)]
@@ -275,12 +281,7 @@ impl ContainerProcesses for ProcessesApi {
             )
             .into());
         }
-        let keys = parse_detach_keys(&start.detach_keys).map_err(|e| {
-            Error::InvalidArgument(format!(
-                "Invalid detach keys ({}) provided: {e}",
-                start.detach_keys
-            ))
-        })?;
+        let keys = detach_keys(&start.detach_keys)?;
         let tty = rec.config.tty;
         let inner = self.0.clone();
         let id = rec.id.clone();
@@ -470,6 +471,7 @@ impl ContainerProcesses for ProcessesApi {
         if start.cmd.is_empty() {
             return Err(Error::InvalidArgument("No exec command specified".into()).into());
         }
+        let keys = detach_keys(&start.detach_keys)?;
         let rec = self.0.find(&ns, &start.id)?;
         if rec.state.status == "paused" {
             return Err(Error::FailedPrecondition(format!(
@@ -516,10 +518,10 @@ impl ContainerProcesses for ProcessesApi {
             }
             Err(s) => return Err(Error::service("tasks")(s).into()),
         };
-        // With a terminal, docker's default detach keys end the client's
-        // stream; the process runs on.
+        // With a terminal, the detach keys end the client's stream; the
+        // process runs on.
         let mut filter = DetachFilter::new(if start.tty && start.stdin {
-            parse_detach_keys("").unwrap_or_default()
+            keys
         } else {
             Vec::new()
         });

@@ -427,6 +427,7 @@ pub async fn exec(ctx: &Ctx, args: ExecArgs) -> i32 {
             privileged: args.privileged,
             rows,
             cols,
+            detach_keys: args.detach_keys.clone().unwrap_or_default(),
         })))
         .await;
     let mut stream = match client(ctx).exec(ctx.req(ReceiverStream::new(req_rx))).await {
