@@ -14,9 +14,10 @@ pkgs="busybox-static containerd runc podman"
 dpkg -s $pkgs >/dev/null 2>&1 || { apt-get update -qq; apt-get install -y -qq $pkgs >/dev/null; }
 
 cargo build --release --bins
-# The shim is built static (see docs/benchmarks.md): no dynamic loader, no
+# The shim is built static and not position-independent (see
+# docs/benchmarks.md): no dynamic loader, no relocated pages, no
 # shared-library pages per container.
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p berth-shim --target x86_64-unknown-linux-gnu
+RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" cargo build --release -p berth-shim --target x86_64-unknown-linux-gnu
 BIN=$PWD/target/release
 SHIM=$PWD/target/x86_64-unknown-linux-gnu/release/berth-shim
 work=$(mktemp -d /tmp/berth-mem.XXXXXX)

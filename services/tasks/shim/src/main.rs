@@ -363,6 +363,11 @@ fn daemon(args: &Args, report: OwnedFd) {
     let line = serde_json::to_string(&Started { pid }).unwrap_or_default();
     let _ = write_all(report.as_raw_fd(), line.as_bytes());
     drop(report);
+    // The shim lives as long as the container: let go of the set-up code's
+    // pages and of what the set-up allocated (the spec above all).
+    drop_setup_pages();
+    // SAFETY: plain glibc call.
+    unsafe { libc::malloc_trim(0) };
 
     let status = wait_and_collect(&sigfd, pid, &io, log.as_mut(), container.cgroup.as_ref());
     drop(listener);
@@ -373,6 +378,52 @@ fn daemon(args: &Args, report: OwnedFd) {
     }
     reap_all();
     write_exit(dir, status, None);
+}
+
+/// Unmaps the read-only, unmodified pages of the shim's own binary (code
+/// and constants) from this process: most are set-up code that a
+/// supervising shim never runs again. They stay in the page cache, shared,
+/// and what the supervision loop needs is mapped again on first use.
+/// Mappings holding any private (anonymous) page, such as RELRO data
+/// written at start-up, are left alone.
+fn drop_setup_pages() {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut candidate: Option<(usize, usize)> = None;
+    let mut found = Vec::new();
+    for line in smaps.lines() {
+        if let Some(kb) = line.strip_prefix("Anonymous:") {
+            if let Some(range) = candidate.take() {
+                if kb.trim() == "0 kB" {
+                    found.push(range);
+                }
+            }
+            continue;
+        }
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            continue; // a field line, not a mapping header
+        };
+        let ours = f.nth(3) == exe.to_str();
+        let read_only = perms.starts_with('r') && perms.as_bytes().get(1) == Some(&b'-');
+        candidate = (ours && read_only).then_some((a, b));
+    }
+    for (a, b) in found {
+        // SAFETY: a read-only mapping of our binary without private pages:
+        // dropping its pages loses nothing, they fault in again from the
+        // file.
+        unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
+    }
 }
 
 fn reap_all() {
