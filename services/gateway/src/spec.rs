@@ -50,14 +50,7 @@ const READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-/// A resolved process identity.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Identity {
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
-    pub home: String,
-}
+pub use berth_runtime::user::Identity;
 
 /// Reads a file of the image's root filesystem from its layer directories
 /// (upper first), without following symlinks out of them.
@@ -116,77 +109,7 @@ pub fn layer_dirs(mounts: &[berth_proto::types::v1::Mount]) -> Vec<String> {
 pub fn resolve_user(user: &str, layer_dirs: &[String]) -> Result<Identity> {
     let passwd = read_image_file(layer_dirs, "etc/passwd").unwrap_or_default();
     let group = read_image_file(layer_dirs, "etc/group").unwrap_or_default();
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let u = if u.is_empty() { "0" } else { u };
-    let entries: Vec<Vec<&str>> = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() >= 7)
-        .collect();
-    let by_name = entries.iter().find(|f| f[0] == u);
-    let (uid, mut gid, home, name) = if let Ok(n) = u.parse::<u32>() {
-        let e = entries.iter().find(|f| f[2].parse::<u32>().ok() == Some(n));
-        (
-            n,
-            e.and_then(|f| f[3].parse().ok()).unwrap_or(0),
-            e.map(|f| f[5].to_string()),
-            e.map(|f| f[0].to_string()),
-        )
-    } else if let Some(f) = by_name {
-        (
-            f[2].parse().map_err(|_| {
-                Error::InvalidArgument(format!("bad uid for user {u} in /etc/passwd"))
-            })?,
-            f[3].parse().unwrap_or(0),
-            Some(f[5].to_string()),
-            Some(u.to_string()),
-        )
-    } else {
-        return Err(Error::InvalidArgument(format!(
-            "unable to find user {u}: no matching entries in passwd file"
-        )));
-    };
-    let groups: Vec<Vec<&str>> = group
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() >= 4)
-        .collect();
-    if let Some(g) = g.filter(|g| !g.is_empty()) {
-        gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => groups
-                .iter()
-                .find(|f| f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "unable to find group {g}: no matching entries in group file"
-                    ))
-                })?,
-        };
-    }
-    let mut additional_gids = Vec::new();
-    if let Some(name) = &name {
-        for f in &groups {
-            if f[3].split(',').any(|m| m == name) {
-                if let Ok(id) = f[2].parse::<u32>() {
-                    if id != gid && !additional_gids.contains(&id) {
-                        additional_gids.push(id);
-                    }
-                }
-            }
-        }
-    }
-    let home = home.unwrap_or_else(|| if uid == 0 { "/root".into() } else { "/".into() });
-    Ok(Identity {
-        uid,
-        gid,
-        additional_gids,
-        home,
-    })
+    berth_runtime::user::resolve(user, &passwd, &group).map_err(Error::InvalidArgument)
 }
 
 /// Builds config.json for the container.

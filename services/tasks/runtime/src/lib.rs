@@ -22,6 +22,7 @@ pub mod spec;
 pub mod status;
 pub mod sys;
 pub mod time;
+pub mod user;
 
 pub use container::{create, Container};
 pub use error::{Error, Result};

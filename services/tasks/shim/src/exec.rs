@@ -511,7 +511,8 @@ fn child_setup(
     let (user, home) = if p.user.is_empty() {
         (sp.user().clone(), None)
     } else {
-        resolve_user(&p.user)?
+        let (user, home) = resolve_user(&p.user)?;
+        (user, Some(home))
     };
     if let Some(h) = home {
         if !env.iter().any(|e| e.starts_with("HOME=")) {
@@ -566,115 +567,26 @@ fn child_setup(
 
 /// USER[:GROUP] (names or numbers) against the container's /etc/passwd and
 /// /etc/group; returns the user and its home directory.
-fn resolve_user(spec: &str) -> Result<(User, Option<String>)> {
+fn resolve_user(spec: &str) -> Result<(User, String)> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let id = parse_user(spec, &passwd, &group).map_err(|message| Error::Exec {
-        code: EXIT_CANNOT_EXECUTE,
-        message,
-    })?;
+    let id =
+        berth_runtime::user::resolve(spec, &passwd, &group).map_err(|message| Error::Exec {
+            code: EXIT_CANNOT_EXECUTE,
+            message,
+        })?;
     let user = UserBuilder::default()
         .uid(id.uid)
         .gid(id.gid)
-        .additional_gids(id.groups)
+        .additional_gids(id.additional_gids)
         .build()
         .map_err(|e| Error::Spec(format!("user: {e}")))?;
     Ok((user, id.home))
 }
 
-/// A resolved user.
-#[derive(Debug, PartialEq)]
-pub struct Identity {
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-    pub home: Option<String>,
-}
-
-/// Resolve USER[:GROUP] like Docker (numbers need no entry; names must
-/// exist).
-pub fn parse_user(spec: &str, passwd: &str, group: &str) -> std::result::Result<Identity, String> {
-    let (u, g) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let entries: Vec<Vec<&str>> = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() >= 7)
-        .collect();
-    let entry = entries
-        .iter()
-        .find(|f| f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u));
-    let (uid, mut gid, name, home) = match (u.parse::<u32>(), entry) {
-        (_, Some(f)) => (
-            f[2].parse::<u32>()
-                .map_err(|_| format!("bad uid in passwd for {u}"))?,
-            f[3].parse::<u32>().unwrap_or(0),
-            Some(f[0].to_string()),
-            Some(f[5].to_string()),
-        ),
-        (Ok(n), None) => (n, 0, None, None),
-        (Err(_), None) => {
-            return Err(format!(
-                "unable to find user {u}: no matching entries in passwd file"
-            ))
-        }
-    };
-    let groups_db: Vec<Vec<&str>> = group
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() >= 4)
-        .collect();
-    if let Some(g) = g {
-        gid = match groups_db.iter().find(|f| f[0] == g) {
-            Some(f) => f[2].parse().unwrap_or(0),
-            None => g.parse::<u32>().map_err(|_| {
-                format!("unable to find group {g}: no matching entries in group file")
-            })?,
-        };
-    }
-    let mut groups = vec![];
-    if let Some(n) = &name {
-        for f in &groups_db {
-            if f[3].split(',').any(|m| m == n) {
-                if let Ok(x) = f[2].parse::<u32>() {
-                    if !groups.contains(&x) {
-                        groups.push(x);
-                    }
-                }
-            }
-        }
-    }
-    Ok(Identity {
-        uid,
-        gid,
-        groups,
-        home,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\nwww:x:33:33:www:/var/www:/bin/sh\n";
-    const GROUP: &str = "root:x:0:\nnogroup:x:65534:\nstaff:x:50:www\n";
-
-    #[test]
-    fn users() {
-        let id = parse_user("nobody", PASSWD, GROUP).unwrap();
-        assert_eq!((id.uid, id.gid), (65534, 65534));
-        assert_eq!(id.home.as_deref(), Some("/home"));
-        let id = parse_user("www:staff", PASSWD, GROUP).unwrap();
-        assert_eq!((id.uid, id.gid, id.groups.clone()), (33, 50, vec![50]));
-        let id = parse_user("1234:77", PASSWD, GROUP).unwrap();
-        assert_eq!((id.uid, id.gid), (1234, 77));
-        assert!(parse_user("nosuch", PASSWD, GROUP)
-            .unwrap_err()
-            .contains("no matching entries in passwd file"));
-        assert!(parse_user("root:nosuch", PASSWD, GROUP).is_err());
-    }
 
     #[test]
     fn args() {
