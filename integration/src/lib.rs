@@ -3,6 +3,7 @@
 //! up every process, mount and cgroup afterwards, also when a test fails.
 
 pub mod fixtures;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -240,23 +241,9 @@ impl Stack {
 
     /// Runs `berth ARGS...` with `input` on stdin.
     pub fn berth_stdin(&self, args: &[&str], input: &[u8]) -> Run {
-        use std::io::Write;
-        let mut child = self
-            .cmd()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run berth");
-        let mut stdin = child.stdin.take().unwrap();
-        let data = input.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
-        });
-        let out = child.wait_with_output().expect("wait berth");
-        let _ = writer.join();
-        out.into()
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        run_with_stdin(cmd, input)
     }
 
     /// Imports the busybox fixture as `name`.
@@ -282,6 +269,25 @@ impl Stack {
             .filter(|l| !l.is_empty())
             .collect()
     }
+}
+
+/// Runs `cmd` with `input` on its stdin and collects its output.
+pub fn run_with_stdin(mut cmd: Command, input: &[u8]) -> Run {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run berth");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait berth");
+    let _ = writer.join();
+    out.into()
 }
 
 /// Processes whose command line mentions `needle`.

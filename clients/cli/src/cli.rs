@@ -58,6 +58,16 @@ pub enum Command {
     Tag(TagArgs),
     /// Remove one or more images
     Rmi(RmiArgs),
+    /// Download an image from a registry
+    Pull(crate::cmd::registry::PullArgs),
+    /// Upload an image to a registry
+    Push(crate::cmd::registry::PushArgs),
+    /// Log in to a registry
+    Login(crate::cmd::registry::LoginArgs),
+    /// Log out from a registry
+    Logout(crate::cmd::registry::LogoutArgs),
+    /// Search Docker Hub (or HOST/TERM: another registry) for images
+    Search(crate::cmd::registry::SearchArgs),
     /// Show the berth version information
     Version,
     /// Get real time events from the server
@@ -113,6 +123,10 @@ pub enum ImageCommand {
     /// Remove one or more images
     #[command(visible_alias = "rmi", alias = "remove")]
     Rm(RmiArgs),
+    /// Download an image from a registry
+    Pull(crate::cmd::registry::PullArgs),
+    /// Upload an image to a registry
+    Push(crate::cmd::registry::PushArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 //! flags, calls the gateway (berth.gateway.v1) and renders the answers the
 //! way docker does, with docker's exit codes.
 
+mod auth;
 mod cli;
 mod cmd;
 mod ctx;
@@ -285,6 +286,11 @@ fn command_name(c: &Command) -> &'static str {
         Command::Import(_) => "import",
         Command::Tag(_) => "tag",
         Command::Rmi(_) => "rmi",
+        Command::Pull(_) => "pull",
+        Command::Push(_) => "push",
+        Command::Login(_) => "login",
+        Command::Logout(_) => "logout",
+        Command::Search(_) => "search",
         Command::Version => "version",
         Command::Events(_) => "events",
         Command::Restart(_) => "restart",
@@ -358,6 +364,15 @@ async fn dispatch(ctx: &Ctx, command: Command) -> i32 {
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(ctx, a).await,
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(ctx, a).await,
         Command::Version => system::version(ctx).await,
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => {
+            cmd::registry::pull(ctx, a).await
+        }
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => {
+            cmd::registry::push(ctx, a).await
+        }
+        Command::Login(a) => cmd::registry::login(ctx, a).await,
+        Command::Logout(a) => cmd::registry::logout(a).await,
+        Command::Search(a) => cmd::registry::search(ctx, a).await,
         Command::Events(a) => cmd::lifecycle::events(ctx, a).await,
         Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
             cmd::lifecycle::restart(ctx, a).await

@@ -33,6 +33,14 @@ struct Cli {
     /// The berth-shim binary (default: next to berthd, else on PATH).
     #[arg(long, global = true, env = "BERTH_SHIM")]
     shim: Option<PathBuf>,
+    /// A registry (host[:port]) that may be used over plain HTTP; loopback
+    /// registries always may. Repeatable.
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
+    insecure_registries: Vec<String>,
+    /// A pull-through mirror, tried before the registry: URL for Docker Hub,
+    /// or DOMAIN=URL for another registry. Repeatable.
+    #[arg(long = "registry-mirror", global = true, value_name = "[DOMAIN=]URL")]
+    registry_mirrors: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -80,6 +88,26 @@ enum Command {
 struct Paths {
     root: PathBuf,
     state: PathBuf,
+    registries: berth_gateway::RegistryOptions,
+}
+
+/// `--registry-mirror` values: URL (Docker Hub) or DOMAIN=URL.
+fn registry_options(cli: &Cli) -> Result<berth_gateway::RegistryOptions> {
+    let mut mirrors: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for m in &cli.registry_mirrors {
+        let (domain, url) = match m.split_once('=') {
+            Some((d, u)) => (d.to_string(), u.to_string()),
+            None => ("docker.io".to_string(), m.clone()),
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            anyhow::bail!("invalid mirror {m:?}: the URL must start with http:// or https://");
+        }
+        mirrors.entry(domain).or_default().push(url);
+    }
+    Ok(berth_gateway::RegistryOptions {
+        insecure: cli.insecure_registries.clone(),
+        mirrors,
+    })
 }
 
 impl Paths {
@@ -184,6 +212,7 @@ async fn main() -> Result<()> {
     let p = Paths {
         root: cli.root.clone(),
         state: cli.state.clone(),
+        registries: registry_options(&cli)?,
     };
     for d in [&p.root, &p.state] {
         std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
@@ -278,7 +307,8 @@ fn gateway(
     socket: PathBuf,
     rx: &watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>>> {
-    let gw = berth_gateway::Gateway::open(&p.root, backends).context("open gateway")?;
+    let gw = berth_gateway::Gateway::open(&p.root, backends, p.registries.clone())
+        .context("open gateway")?;
     let incoming =
         unix_incoming(&socket).with_context(|| format!("listen on {}", socket.display()))?;
     info!(socket = %socket.display(), "gateway serving");

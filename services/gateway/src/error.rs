@@ -30,6 +30,12 @@ pub enum Error {
         context: String,
         source: std::io::Error,
     },
+    /// A registry refused the credentials or the operation.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A registry could not be reached or failed.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -93,6 +99,8 @@ impl From<Error> for Status {
             Error::Conflict(_) => Status::already_exists(msg),
             Error::InvalidArgument(_) => Status::invalid_argument(msg),
             Error::FailedPrecondition(_) => Status::failed_precondition(msg),
+            Error::PermissionDenied(_) => Status::permission_denied(msg),
+            Error::Unavailable(_) => Status::unavailable(msg),
             Error::Exec { exit_code, message } => {
                 let mut md = MetadataMap::new();
                 md.insert(EXIT_CODE_KEY, MetadataValue::from(exit_code));

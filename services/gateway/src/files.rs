@@ -200,7 +200,12 @@ impl Inner {
     }
 
     /// Writes `data` as a blob to berth-content and returns its descriptor.
-    async fn write_blob(&self, ns: &str, media_type: &str, data: Vec<u8>) -> Result<Descriptor> {
+    pub(crate) async fn write_blob(
+        &self,
+        ns: &str,
+        media_type: &str,
+        data: Vec<u8>,
+    ) -> Result<Descriptor> {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
         let size = data.len() as i64;
         let r#ref = format!("commit-{}", &digest[7..23]);

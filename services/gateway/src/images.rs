@@ -13,8 +13,9 @@ use berth_proto::content::v1::{
 use berth_proto::gateway::v1::images_server::Images;
 use berth_proto::gateway::v1::{
     import_request, ImageSummary, ImportRequest, ImportResponse, InspectImageRequest,
-    InspectResponse, ListImagesRequest, ListImagesResponse, RemoveImageRequest,
-    RemoveImageResponse, TagRequest, TagResponse,
+    InspectResponse, ListImagesRequest, ListImagesResponse, LoginRequest, LoginResponse, Progress,
+    PullRequest, PushRequest, RemoveImageRequest, RemoveImageResponse, SearchRequest,
+    SearchResponse, TagRequest, TagResponse,
 };
 use berth_proto::snapshots::v1::{
     ApplyRequest, CommitRequest, PrepareRequest, RemoveRequest, StatRequest,
@@ -27,6 +28,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::info;
 
 use crate::error::{Error, Result};
+use crate::pull::ProgressTx;
 use crate::Inner;
 
 /// The Go name of this machine's architecture ("amd64", "arm64", ...).
@@ -46,6 +48,8 @@ pub(crate) struct ImageInfo {
     pub manifest: Descriptor,
     /// "sha256:..." of the config: the image ID.
     pub id: String,
+    /// The config blob.
+    pub config_desc: Descriptor,
     pub config: Value,
     pub layers: Vec<Descriptor>,
     pub diff_ids: Vec<String>,
@@ -59,23 +63,32 @@ impl ImageInfo {
 
     /// Chain IDs of the layers, bottom first (the names of their snapshots).
     pub fn chain_ids(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::with_capacity(self.diff_ids.len());
-        for d in &self.diff_ids {
-            let next = match out.last() {
-                None => d.clone(),
-                Some(prev) => format!(
-                    "sha256:{}",
-                    hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))
-                ),
-            };
-            out.push(next);
-        }
-        out
+        chain_ids_of(&self.diff_ids)
     }
 
     pub fn short_id(&self) -> String {
         short(&self.id)
     }
+}
+
+/// The label of an image record that keeps the digest the image was pulled
+/// by (a manifest list's, or the manifest's): its RepoDigest.
+pub(crate) const REPO_DIGEST_LABEL: &str = "org.berth.repo-digest";
+
+/// Chain IDs of layers with these diff IDs, bottom first (the OCI rule).
+pub(crate) fn chain_ids_of(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))
+            ),
+        };
+        out.push(next);
+    }
+    out
 }
 
 /// The 12-digit form of an ID.
@@ -170,7 +183,8 @@ impl Inner {
         }
         let info = Arc::new(ImageInfo {
             manifest: manifest.clone(),
-            id: config_desc.digest,
+            id: config_desc.digest.clone(),
+            config_desc,
             config,
             layers,
             diff_ids,
@@ -745,8 +759,58 @@ fn unix_of(v: &Value) -> i64 {
 /// Serves `berth.gateway.v1.Images`.
 pub struct ImagesApi(pub(crate) Arc<Inner>);
 
+/// A progress stream fed by a task running `op`; the task's error ends the
+/// stream as its status.
+fn progress_stream<F>(op: impl FnOnce(ProgressTx) -> F) -> ProgressStream
+where
+    F: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let fut = op(tx.clone());
+    tokio::spawn(async move {
+        if let Err(e) = fut.await {
+            let _ = tx.send(Err(e.into())).await;
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+type ProgressStream = ReceiverStream<std::result::Result<Progress, Status>>;
+
 #[tonic::async_trait]
 impl Images for ImagesApi {
+    type PullStream = ProgressStream;
+    type PushStream = ProgressStream;
+
+    async fn pull(&self, req: Request<PullRequest>) -> Result<Response<ProgressStream>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let inner = self.0.clone();
+        let req = req.into_inner();
+        Ok(Response::new(progress_stream(move |tx| async move {
+            inner.pull(&ns, req, tx).await.map(|_| ())
+        })))
+    }
+
+    async fn push(&self, req: Request<PushRequest>) -> Result<Response<ProgressStream>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let inner = self.0.clone();
+        let req = req.into_inner();
+        Ok(Response::new(progress_stream(move |tx| async move {
+            inner.push(&ns, req, tx).await
+        })))
+    }
+
+    async fn login(&self, req: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        Ok(Response::new(self.0.login(req.into_inner()).await?))
+    }
+
+    async fn search(
+        &self,
+        req: Request<SearchRequest>,
+    ) -> Result<Response<SearchResponse>, Status> {
+        Ok(Response::new(self.0.search(req.into_inner()).await?))
+    }
+
     async fn import(
         &self,
         req: Request<Streaming<ImportRequest>>,
@@ -877,6 +941,7 @@ mod tests {
         let info = ImageInfo {
             manifest: Descriptor::default(),
             id: "sha256:x".into(),
+            config_desc: Descriptor::default(),
             config: Value::Null,
             layers: vec![],
             diff_ids: vec!["sha256:a".into(), "sha256:b".into()],

@@ -13,6 +13,8 @@ mod images;
 mod lifecycle;
 mod logs;
 mod processes;
+mod pull;
+mod push;
 mod rootfs;
 mod spec;
 mod store;
@@ -37,6 +39,7 @@ use tokio::sync::broadcast;
 use tonic::transport::Channel;
 
 pub use error::{Error, EXIT_CODE_KEY};
+pub use pull::RegistryOptions;
 
 use container::ContainerRecord;
 use store::Store;
@@ -83,6 +86,8 @@ pub(crate) struct Inner {
     /// The docker-style event log (`berth events`).
     event_log: events::EventLog,
     images: images::ImageCache,
+    registry: berth_registry::Client,
+    registry_options: RegistryOptions,
 }
 
 /// The gateway: build it with [`Gateway::open`], then serve its three
@@ -95,7 +100,16 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the gateway's store under `root/gateway` and container
     /// directories under `root/containers`.
-    pub fn open(root: &Path, backends: Backends) -> Result<Self, Error> {
+    pub fn open(
+        root: &Path,
+        backends: Backends,
+        registries: RegistryOptions,
+    ) -> Result<Self, Error> {
+        let registry = berth_registry::Client::new(berth_registry::Config {
+            insecure: registries.insecure.clone(),
+            ..Default::default()
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
         let store = Store::open(&root.join("gateway"))?;
         files::cleanup_stale_mounts(root);
         let mut map = HashMap::new();
@@ -115,6 +129,8 @@ impl Gateway {
             events,
             event_log: events::EventLog::default(),
             images: images::ImageCache::default(),
+            registry,
+            registry_options: registries,
         });
         Ok(Gateway { inner })
     }

@@ -6,4 +6,5 @@ pub mod images;
 pub mod inspect;
 pub mod lifecycle;
 pub mod processes;
+pub mod registry;
 pub mod system;

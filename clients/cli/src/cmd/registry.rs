@@ -1,0 +1,444 @@
+//! Registry commands: pull, push, login, logout, search.
+
+use std::io::{IsTerminal, Read, Write};
+
+use berth_common::reference;
+use berth_proto::gateway::v1::{
+    LoginRequest, Progress, PullRequest, PushRequest, RegistryAuth, SearchRequest,
+};
+use clap::Args;
+use tonic::Streaming;
+
+use crate::auth;
+use crate::ctx::Ctx;
+use crate::eprint_err;
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Download all tagged images in the repository (not supported yet)
+    #[arg(short = 'a', long = "all-tags")]
+    pub all_tags: bool,
+    /// Set platform if server is multi-platform capable
+    #[arg(long, value_name = "string")]
+    pub platform: Option<String>,
+    /// Suppress verbose output
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    #[arg(value_name = "NAME[:TAG|@DIGEST]")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Suppress verbose output
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    #[arg(value_name = "NAME[:TAG]")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Username
+    #[arg(short = 'u', long, value_name = "string")]
+    pub username: Option<String>,
+    /// Password
+    #[arg(short = 'p', long, value_name = "string")]
+    pub password: Option<String>,
+    /// Take the password from stdin
+    #[arg(long = "password-stdin")]
+    pub password_stdin: bool,
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Filter output based on conditions provided
+    #[arg(short = 'f', long = "filter", value_name = "filter")]
+    pub filter: Vec<String>,
+    /// Pretty-print search using a Go template
+    #[arg(long, value_name = "string")]
+    pub format: Option<String>,
+    /// Max number of search results
+    #[arg(long, value_name = "int")]
+    pub limit: Option<i32>,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    #[arg(value_name = "TERM")]
+    pub term: String,
+}
+
+/// Stored credentials for the registry of `name`, or an error message.
+fn auth_for_domain(domain: &str) -> Result<Option<RegistryAuth>, String> {
+    auth::lookup(domain)
+}
+
+/// Prints progress messages as docker does without a terminal: one line
+/// per change of a layer's state (byte counts are not repeated).
+async fn follow(stream: &mut Streaming<Progress>, quiet: bool) -> Result<(), tonic::Status> {
+    let mut out = std::io::stdout().lock();
+    while let Some(p) = stream.message().await? {
+        if quiet
+            || (p.current > 0
+                && matches!(p.status.as_str(), "Downloading" | "Pushing" | "Extracting"))
+        {
+            continue;
+        }
+        if !p.digest.is_empty() && p.status.starts_with("Status:") {
+            let _ = writeln!(out, "Digest: {}", p.digest);
+        }
+        let _ = if p.id.is_empty() {
+            writeln!(out, "{}", p.status)
+        } else {
+            writeln!(out, "{}: {}", p.id, p.status)
+        };
+    }
+    Ok(())
+}
+
+/// Pulls `name`; prints docker's lines unless `quiet`. Returns the exit code.
+pub async fn pull_image(ctx: &Ctx, name: &str, platform: &str, quiet: bool) -> i32 {
+    let r = match reference::parse(name) {
+        Ok(r) => r,
+        Err(e) => {
+            eprint_err(&format!("invalid reference format: {e}"));
+            return 1;
+        }
+    };
+    let auth = match auth_for_domain(r.domain()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprint_err(&e);
+            return 1;
+        }
+    };
+    if !quiet && r.digest().is_none() && !name.contains(':') {
+        println!("Using default tag: latest");
+    }
+    let req = PullRequest {
+        reference: name.to_string(),
+        platform: platform.to_string(),
+        auth,
+    };
+    let result = async {
+        let mut stream = ctx.images().pull(ctx.req(req)).await?.into_inner();
+        follow(&mut stream, quiet).await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            println!("{}", r.full());
+            0
+        }
+        Err(st) => {
+            eprint_err(&ctx.describe(&st));
+            1
+        }
+    }
+}
+
+/// `berth pull`.
+pub async fn pull(ctx: &Ctx, args: PullArgs) -> i32 {
+    if args.all_tags {
+        eprint_err("berth: --all-tags is not supported yet");
+        return 1;
+    }
+    pull_image(
+        ctx,
+        &args.name,
+        args.platform.as_deref().unwrap_or(""),
+        args.quiet,
+    )
+    .await
+}
+
+/// `berth push`.
+pub async fn push(ctx: &Ctx, args: PushArgs) -> i32 {
+    let r = match reference::parse(&args.name) {
+        Ok(r) => r,
+        Err(e) => {
+            eprint_err(&format!("invalid reference format: {e}"));
+            return 1;
+        }
+    };
+    if !args.quiet && r.tag().is_some() && !args.name.contains(':') {
+        println!("Using default tag: latest");
+    }
+    let auth = match auth_for_domain(r.domain()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprint_err(&e);
+            return 1;
+        }
+    };
+    let req = PushRequest {
+        reference: args.name.clone(),
+        auth,
+    };
+    let result = async {
+        let mut stream = ctx.images().push(ctx.req(req)).await?.into_inner();
+        follow(&mut stream, args.quiet).await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            if args.quiet {
+                println!("{}", r.full());
+            }
+            0
+        }
+        Err(st) => {
+            eprint_err(&ctx.describe(&st));
+            1
+        }
+    }
+}
+
+fn prompt(label: &str, secret: bool) -> Result<String, String> {
+    let mut err = std::io::stderr();
+    let _ = write!(err, "{label}");
+    let _ = err.flush();
+    let tty = std::io::stdin().is_terminal();
+    let saved = if secret && tty {
+        let t = nix::sys::termios::tcgetattr(std::io::stdin()).ok();
+        if let Some(t) = &t {
+            let mut quiet = t.clone();
+            quiet
+                .local_flags
+                .remove(nix::sys::termios::LocalFlags::ECHO);
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                &quiet,
+            );
+        }
+        t
+    } else {
+        None
+    };
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    if let Some(t) = saved {
+        let _ =
+            nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &t);
+        let _ = writeln!(err);
+    }
+    read.map_err(|e| e.to_string())?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// `berth login`.
+pub async fn login(ctx: &Ctx, args: LoginArgs) -> i32 {
+    let server = args.server.clone().unwrap_or_default();
+    let domain = if server.is_empty() {
+        "docker.io".to_string()
+    } else {
+        server.clone()
+    };
+    if args.password.is_some() && args.password_stdin {
+        eprint_err("--password and --password-stdin are mutually exclusive");
+        return 1;
+    }
+    if args.password_stdin && args.username.is_none() {
+        eprint_err("Must provide --username with --password-stdin");
+        return 1;
+    }
+    if args.password.is_some() {
+        eprint_err("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+    }
+    let username = match &args.username {
+        Some(u) => u.clone(),
+        None => match prompt("Username: ", false) {
+            Ok(u) => u,
+            Err(e) => {
+                eprint_err(&format!("Error: {e}"));
+                return 1;
+            }
+        },
+    };
+    if username.is_empty() {
+        eprint_err("Error: Username is required");
+        return 1;
+    }
+    let password = if args.password_stdin {
+        let mut s = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut s) {
+            eprint_err(&format!("Error: {e}"));
+            return 1;
+        }
+        s.trim_end_matches(['\n', '\r']).to_string()
+    } else if let Some(p) = &args.password {
+        p.clone()
+    } else {
+        match prompt("Password: ", true) {
+            Ok(p) => p,
+            Err(e) => {
+                eprint_err(&format!("Error: {e}"));
+                return 1;
+            }
+        }
+    };
+    if password.is_empty() {
+        eprint_err("Error: Password is required");
+        return 1;
+    }
+    let auth = RegistryAuth {
+        username,
+        password,
+        identity_token: String::new(),
+    };
+    let resp = match ctx
+        .images()
+        .login(ctx.req(LoginRequest {
+            server: server.clone(),
+            auth: Some(auth.clone()),
+        }))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(st) => {
+            eprint_err(&ctx.describe(&st));
+            return 1;
+        }
+    };
+    let to_store = if resp.identity_token.is_empty() {
+        auth
+    } else {
+        RegistryAuth {
+            username: auth.username,
+            password: String::new(),
+            identity_token: resp.identity_token,
+        }
+    };
+    match auth::store(&domain, &to_store) {
+        Ok(place) => {
+            if !place.contains("credential helper") {
+                eprint_err(&format!(
+                    "WARNING! Your password will be stored unencrypted in {place}."
+                ));
+            }
+            println!("{}", resp.status);
+            0
+        }
+        Err(e) => {
+            eprint_err(&format!("Error saving credentials: {e}"));
+            1
+        }
+    }
+}
+
+/// `berth logout`.
+pub async fn logout(args: LogoutArgs) -> i32 {
+    let server = args.server.unwrap_or_default();
+    let key = auth::server_key(&server);
+    match auth::erase(&server) {
+        Ok(true) => {
+            println!("Removing login credentials for {key}");
+            0
+        }
+        Ok(false) => {
+            println!("Not logged in to {key}");
+            0
+        }
+        Err(e) => {
+            eprint_err(&format!("Error: {e}"));
+            1
+        }
+    }
+}
+
+/// `berth search`.
+pub async fn search(ctx: &Ctx, args: SearchArgs) -> i32 {
+    let mut min_stars = 0i64;
+    let mut official: Option<bool> = None;
+    for f in &args.filter {
+        match f.split_once('=') {
+            Some(("stars", v)) => match v.parse() {
+                Ok(n) => min_stars = n,
+                Err(_) => {
+                    eprint_err(&format!("Error: invalid filter 'stars={v}'"));
+                    return 1;
+                }
+            },
+            Some(("is-official", v)) => match v {
+                "true" => official = Some(true),
+                "false" => official = Some(false),
+                _ => {
+                    eprint_err(&format!("Error: invalid filter 'is-official={v}'"));
+                    return 1;
+                }
+            },
+            _ => {
+                eprint_err(&format!("Error: invalid filter '{f}'"));
+                return 1;
+            }
+        }
+    }
+    let domain = match args.term.split_once('/') {
+        Some((h, _)) if h.contains('.') || h.contains(':') || h == "localhost" => h.to_string(),
+        _ => "docker.io".to_string(),
+    };
+    let auth = match auth_for_domain(&domain) {
+        Ok(a) => a,
+        Err(e) => {
+            eprint_err(&e);
+            return 1;
+        }
+    };
+    let resp = match ctx
+        .images()
+        .search(ctx.req(SearchRequest {
+            term: args.term.clone(),
+            limit: args.limit.unwrap_or(0),
+            auth,
+        }))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(st) => {
+            eprint_err(&ctx.describe(&st));
+            return 1;
+        }
+    };
+    let rows: Vec<_> = resp
+        .results
+        .into_iter()
+        .filter(|r| r.stars >= min_stars)
+        .filter(|r| official.is_none_or(|o| r.official == o))
+        .collect();
+    let format = match crate::output_format(args.format.as_deref(), false) {
+        Ok(f) => f,
+        Err(e) => {
+            eprint_err(&e);
+            return 1;
+        }
+    };
+    let docs: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let mut desc = r.description.replace('\n', " ");
+            if !args.no_trunc && args.format.is_none() && desc.chars().count() > 45 {
+                desc = desc.chars().take(44).collect::<String>() + "…";
+            }
+            serde_json::json!({
+                "Name": r.name,
+                "Description": desc,
+                "StarCount": r.stars,
+                "IsOfficial": if r.official { "[OK]" } else { "" },
+            })
+        })
+        .collect();
+    let header = serde_json::json!({
+        "Name": "NAME", "Description": "DESCRIPTION", "StarCount": "STARS", "IsOfficial": "OFFICIAL",
+    });
+    let default = "table {{.Name}}\t{{.Description}}\t{{.StarCount}}\t{{.IsOfficial}}";
+    crate::print_rows(format, default, "{{.Name}}", &header, &docs)
+}

@@ -1,0 +1,242 @@
+//! A real registry for tests: Debian's docker-registry on a free loopback
+//! port with its storage in a temp dir (optionally with htpasswd auth), and
+//! OCI image layouts pushed into it with skopeo.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::fixtures;
+
+/// A running docker-registry, stopped and removed on drop.
+pub struct Registry {
+    /// 127.0.0.1:PORT
+    pub addr: String,
+    pub dir: PathBuf,
+    /// user and password when started with auth.
+    pub creds: Option<(String, String)>,
+    child: Child,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Registry {
+    /// Starts a registry; with `creds`, it requires them (htpasswd, Basic).
+    pub fn start(creds: Option<(&str, &str)>) -> Registry {
+        let dir = std::env::temp_dir().join(crate::unique("berth-registry"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let auth = match creds {
+            Some((u, p)) => {
+                let hash = bcrypt::hash(p, 5).unwrap();
+                std::fs::write(dir.join("htpasswd"), format!("{u}:{hash}\n")).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                    dir.join("htpasswd").display()
+                )
+            }
+            None => String::new(),
+        };
+        for _ in 0..5 {
+            let port = free_port();
+            let addr = format!("127.0.0.1:{port}");
+            let config = format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
+                dir.join("data").display()
+            );
+            std::fs::write(dir.join("config.yml"), config).unwrap();
+            let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+            let child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(dir.join("config.yml"))
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("docker-registry is needed: apt-get install docker-registry");
+            let mut reg = Registry {
+                addr: addr.clone(),
+                dir: dir.clone(),
+                creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
+                child,
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = reg.child.try_wait() {
+                    break; // port taken: try another
+                }
+                if std::net::TcpStream::connect(&addr).is_ok() {
+                    return reg;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = reg.child.kill();
+            let _ = reg.child.wait();
+            std::mem::forget(reg); // the dir is reused by the next attempt
+        }
+        panic!(
+            "docker-registry did not start: {}",
+            std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
+        );
+    }
+
+    /// `skopeo copy --all oci:LAYOUT docker://ADDR/REPO`, with the
+    /// registry's credentials.
+    pub fn skopeo_push(&self, layout: &Path, repo_tag: &str) {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--all", "--dest-tls-verify=false"]);
+        if let Some((u, p)) = &self.creds {
+            cmd.arg(format!("--dest-creds={u}:{p}"));
+        }
+        let out = cmd
+            .arg(format!("oci:{}", layout.display()))
+            .arg(format!("docker://{}/{repo_tag}", self.addr))
+            .output()
+            .expect("skopeo is needed: apt-get install skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo copy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `skopeo inspect --raw` of a manifest in the registry.
+    pub fn skopeo_raw(&self, repo_tag: &str) -> serde_json::Value {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--raw", "--tls-verify=false"]);
+        if let Some((u, p)) = &self.creds {
+            cmd.arg(format!("--creds={u}:{p}"));
+        }
+        let out = cmd
+            .arg(format!("docker://{}/{repo_tag}", self.addr))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo inspect failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The registry's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+fn put_blob(layout: &Path, data: &[u8]) -> (String, usize) {
+    let d = sha256(data);
+    let p = layout
+        .join("blobs/sha256")
+        .join(d.trim_start_matches("sha256:"));
+    std::fs::write(p, data).unwrap();
+    (d, data.len())
+}
+
+/// One image of a layout: its architecture and the files of its one extra
+/// layer (path, content), on top of the busybox layer.
+pub struct Variant<'a> {
+    pub arch: &'a str,
+    pub files: &'a [(&'a str, &'a str)],
+}
+
+/// Writes an OCI image layout with an index of the given variants; each
+/// image is the busybox rootfs (gzip layer) plus a small layer of its own
+/// files. Returns the layout directory.
+pub fn oci_layout(dir: &Path, variants: &[Variant<'_>]) -> PathBuf {
+    let layout = dir.join(crate::unique("layout"));
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let base_tar = std::fs::read(fixtures::busybox_tar_in(dir)).unwrap();
+    let gz = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let base_gz = gz(&base_tar);
+    let (base_digest, base_size) = put_blob(&layout, &base_gz);
+    let mut manifests = Vec::new();
+    for v in variants {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, content) in v.files {
+            fixtures::add_file(&mut b, path, 0o644, content.as_bytes());
+        }
+        let extra_tar = b.into_inner().unwrap();
+        let extra_gz = gz(&extra_tar);
+        let (extra_digest, extra_size) = put_blob(&layout, &extra_gz);
+        let config = serde_json::json!({
+            "created": "2026-01-02T03:04:05Z",
+            "architecture": v.arch,
+            "os": "linux",
+            "config": {"Cmd": ["sh"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [sha256(&base_tar), sha256(&extra_tar)]},
+            "history": [{"created_by": "busybox"}, {"created_by": format!("files for {}", v.arch)}],
+        });
+        let config = serde_json::to_vec(&config).unwrap();
+        let (config_digest, config_size) = put_blob(&layout, &config);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": base_digest, "size": base_size},
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": extra_digest, "size": extra_size},
+            ],
+        });
+        let manifest = serde_json::to_vec(&manifest).unwrap();
+        let (md, ms) = put_blob(&layout, &manifest);
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md, "size": ms,
+            "platform": {"architecture": v.arch, "os": "linux"},
+        }));
+    }
+    let index = if manifests.len() == 1 {
+        // A plain manifest, named in the layout's index only.
+        let mut m = manifests[0].clone();
+        m["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "latest"});
+        serde_json::json!({"schemaVersion": 2, "manifests": [m]})
+    } else {
+        let inner = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        let data = serde_json::to_vec(&inner).unwrap();
+        let (d, s) = put_blob(&layout, &data);
+        serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": s,
+            "annotations": {"org.opencontainers.image.ref.name": "latest"},
+        }]})
+    };
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    layout
+}

@@ -1,0 +1,274 @@
+//! End-to-end: pull, push, login, logout and search against Debian's
+//! docker-registry, with skopeo as the independent peer.
+
+use berth_integration::registry::{oci_layout, Registry, Variant};
+use berth_integration::{require_root, unique, Mode, Stack};
+
+/// A stack whose CLI keeps its credentials in the stack's own dir.
+fn stack() -> Stack {
+    let s = Stack::start(Mode::AllInOne);
+    std::fs::create_dir_all(s.dir.join("berth-config")).unwrap();
+    s
+}
+
+fn berth_env(s: &Stack, args: &[&str], stdin: Option<&[u8]>) -> berth_integration::Run {
+    let mut cmd = s.cmd();
+    cmd.env("BERTH_CONFIG", s.dir.join("berth-config"))
+        .env("DOCKER_CONFIG", s.dir.join("docker-config"))
+        .args(args);
+    berth_integration::run_with_stdin(cmd, stdin.unwrap_or(b""))
+}
+
+#[test]
+fn pull_a_multi_platform_image_and_run_it() {
+    require_root!();
+    let s = stack();
+    let reg = Registry::start(None);
+    let layout = oci_layout(
+        &s.dir,
+        &[
+            Variant {
+                arch: "amd64",
+                files: &[("etc/which", "amd64\n")],
+            },
+            Variant {
+                arch: "arm64",
+                files: &[("etc/which", "arm64\n")],
+            },
+        ],
+    );
+    reg.skopeo_push(&layout, "multi/bb:1.0");
+    let name = format!("{}/multi/bb:1.0", reg.addr);
+
+    let r = berth_env(&s, &["pull", &name], None);
+    assert_eq!(r.code, 0, "{r:?}\n{}", s.daemon_logs());
+    assert!(r.stdout.contains("1.0: Pulling from multi/bb"), "{r:?}");
+    assert!(r.stdout.contains(": Pull complete"), "{r:?}");
+    let index_digest = reg.skopeo_raw("multi/bb:1.0");
+    assert_eq!(
+        index_digest["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert!(r.stdout.contains("Digest: sha256:"), "{r:?}");
+    assert!(
+        r.stdout
+            .contains(&format!("Status: Downloaded newer image for {name}")),
+        "{r:?}"
+    );
+    assert!(r.stdout.trim_end().ends_with(&name), "{r:?}");
+    // This host's variant was chosen.
+    let out = s.berth(&["run", "--rm", &name, "cat", "/etc/which"]).ok();
+    assert_eq!(out, "amd64\n");
+    let arch = s
+        .berth(&["image", "inspect", "-f", "{{.Architecture}}", &name])
+        .ok();
+    assert_eq!(arch.trim(), "amd64");
+
+    // Pulling again: nothing to fetch.
+    let r = berth_env(&s, &["pull", &name], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains(&format!("Status: Image is up to date for {name}")),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains("Already exists"), "{r:?}");
+
+    // Another platform on request; the shared busybox layer is not fetched
+    // again.
+    let arm = format!("{}/multi/bb:1.0", reg.addr);
+    s.berth(&["rmi", &name]).ok();
+    let r = berth_env(&s, &["pull", "--platform", "linux/arm64", &arm], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    let arch = s
+        .berth(&["image", "inspect", "-f", "{{.Architecture}}", &arm])
+        .ok();
+    assert_eq!(arch.trim(), "arm64");
+    let r = berth_env(&s, &["pull", "--platform", "linux/s390x", &arm], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("no matching manifest for linux/s390x in the manifest list entries"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn pull_errors_name_the_problem_and_store_nothing() {
+    require_root!();
+    let s = stack();
+    let reg = Registry::start(None);
+    let r = berth_env(&s, &["pull", &format!("{}/no/such:tag", reg.addr)], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("manifest unknown"), "{r:?}");
+    let r = berth_env(&s, &["pull", "in valid"], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("invalid reference format"), "{r:?}");
+    // A registry that is not there.
+    let r = berth_env(&s, &["pull", "127.0.0.1:1/x/y"], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("onnect"), "{r:?}");
+    assert_eq!(s.berth(&["images", "-q"]).ok(), "");
+}
+
+#[test]
+fn push_to_a_registry_then_pull_it_back_and_skopeo_reads_it() {
+    require_root!();
+    let s = stack();
+    s.import_busybox("busybox");
+    let reg = Registry::start(None);
+    let name = format!("{}/pushed/bb:v1", reg.addr);
+    s.berth(&["tag", "busybox", &name]).ok();
+    let r = berth_env(&s, &["push", &name], None);
+    assert_eq!(r.code, 0, "{r:?}\n{}", s.daemon_logs());
+    assert!(
+        r.stdout.starts_with(&format!(
+            "The push refers to repository [{}/pushed/bb]",
+            reg.addr
+        )),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains(": Pushed"), "{r:?}");
+    let last = r.stdout.lines().last().unwrap_or("").to_string();
+    assert!(last.starts_with("v1: digest: sha256:"), "{r:?}");
+    // skopeo sees the manifest berth pushed.
+    let m = reg.skopeo_raw("pushed/bb:v1");
+    assert_eq!(m["layers"].as_array().map(|a| a.len()), Some(1), "{m}");
+    let digest = last
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_string();
+
+    // Pushing again: the layer exists. Another repository mounts it.
+    let r = berth_env(&s, &["push", &name], None);
+    assert!(r.stdout.contains("Layer already exists"), "{r:?}");
+    let other = format!("{}/other/bb:v1", reg.addr);
+    s.berth(&["tag", "busybox", &other]).ok();
+    let r = berth_env(&s, &["push", &other], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("Mounted from pushed/bb"), "{r:?}");
+
+    // Pulled back into a fresh stack by digest, it runs.
+    let s2 = stack();
+    let by_digest = format!("{}/pushed/bb@{digest}", reg.addr);
+    let r = berth_env(&s2, &["pull", &by_digest], None);
+    assert_eq!(r.code, 0, "{r:?}\n{}", s2.daemon_logs());
+    assert_eq!(
+        s2.berth(&["run", "--rm", &by_digest, "echo", "round trip"])
+            .ok(),
+        "round trip\n"
+    );
+    // Pushing what does not exist.
+    let r = berth_env(&s, &["push", &format!("{}/none/x:1", reg.addr)], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("An image does not exist locally with the tag"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn login_logout_and_authenticated_pull_push() {
+    require_root!();
+    let s = stack();
+    s.import_busybox("busybox");
+    let user = unique("user");
+    let reg = Registry::start(Some((&user, "s3cret-pw")));
+    let name = format!("{}/private/bb:1", reg.addr);
+    s.berth(&["tag", "busybox", &name]).ok();
+    // Without credentials the registry refuses.
+    let r = berth_env(&s, &["push", &name], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    // A wrong password is refused and nothing is stored.
+    let r = berth_env(
+        &s,
+        &["login", "-u", &user, "--password-stdin", &reg.addr],
+        Some(b"wrong\n"),
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("401"), "{r:?}");
+    let cfg = s.dir.join("berth-config/config.json");
+    assert!(!cfg.exists() || !std::fs::read_to_string(&cfg).unwrap().contains(&reg.addr));
+    // The right one is stored, readable by root only, and never printed.
+    let r = berth_env(
+        &s,
+        &["login", "-u", &user, "--password-stdin", &reg.addr],
+        Some(b"s3cret-pw\n"),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("Login Succeeded"), "{r:?}");
+    assert!(!r.stdout.contains("s3cret") && !r.stderr.contains("s3cret"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(!s.daemon_logs().contains("s3cret"));
+
+    let r = berth_env(&s, &["push", &name], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    s.berth(&["rmi", &name]).ok();
+    let r = berth_env(&s, &["pull", &name], None);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // Credentials from Docker's config.json are honoured too.
+    let r = berth_env(&s, &["logout", &reg.addr], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r
+        .stdout
+        .contains(&format!("Removing login credentials for {}", reg.addr)));
+    s.berth(&["rmi", &name]).ok();
+    let r = berth_env(&s, &["pull", &name], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    use base64::Engine;
+    let docker_auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:s3cret-pw"));
+    std::fs::create_dir_all(s.dir.join("docker-config")).unwrap();
+    std::fs::write(
+        s.dir.join("docker-config/config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{docker_auth}"}}}}}}"#,
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let r = berth_env(&s, &["pull", &name], None);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[test]
+fn search_a_registry_catalog() {
+    require_root!();
+    let s = stack();
+    s.import_busybox("busybox");
+    let reg = Registry::start(None);
+    for repo in ["team/alpha-tools", "team/beta", "alpha/base"] {
+        let name = format!("{}/{repo}:1", reg.addr);
+        s.berth(&["tag", "busybox", &name]).ok();
+        assert_eq!(berth_env(&s, &["push", "-q", &name], None).code, 0);
+    }
+    let r = berth_env(&s, &["search", &format!("{}/alpha", reg.addr)], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "DESCRIPTION", "STARS", "OFFICIAL"]
+    );
+    let names: Vec<&str> = lines[1..]
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["alpha/base", "team/alpha-tools"], "{r:?}");
+    let r = berth_env(
+        &s,
+        &[
+            "search",
+            "--limit",
+            "1",
+            "--format",
+            "{{.Name}}",
+            &format!("{}/a", reg.addr),
+        ],
+        None,
+    );
+    assert_eq!(r.stdout.lines().count(), 1, "{r:?}");
+}

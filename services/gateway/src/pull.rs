@@ -1,0 +1,634 @@
+//! `docker pull`: manifests (picking a platform from a list or index),
+//! the config, and the layers, fetched concurrently into berth-content with
+//! their digests verified as the bytes arrive, then unpacked.
+//!
+//! A layer download resumes where the content store's ingest stopped:
+//! after a dropped connection (with back-off) and after a crash of the
+//! daemon (the ingest is on disk, named after the blob).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use berth_common::reference;
+use berth_common::request;
+use berth_proto::content::v1::{
+    AbortRequest, Image, InfoRequest, PutImageRequest, StatusRequest, WriteRequest,
+};
+use berth_proto::gateway::v1::{Progress, PullRequest, RegistryAuth};
+use berth_proto::snapshots::v1::StatRequest;
+use berth_proto::types::v1::Descriptor;
+use berth_registry::{media, Credentials};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::{mpsc, Semaphore};
+use tonic::{Code, Status};
+
+use crate::error::{Error, Result};
+use crate::images::{familiar, go_arch};
+use crate::Inner;
+
+/// Layers fetched at the same time (docker's default is 3).
+const CONCURRENT_DOWNLOADS: usize = 3;
+/// Attempts at one layer when its connection keeps breaking.
+const LAYER_ATTEMPTS: u32 = 5;
+/// A config larger than this is refused.
+const CONFIG_MAX: usize = 8 << 20;
+/// Progress is reported at most every this many bytes of a layer.
+const PROGRESS_STEP: u64 = 512 << 10;
+
+/// Where registries are reached: plain-HTTP hosts and mirrors.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// host[:port] of registries allowed over plain HTTP (loopback always).
+    pub insecure: Vec<String>,
+    /// Mirrors per registry domain ("docker.io" -> ["http://mirror:5000"]),
+    /// tried in order before the registry itself when pulling.
+    pub mirrors: HashMap<String, Vec<String>>,
+}
+
+pub(crate) type ProgressTx = mpsc::Sender<std::result::Result<Progress, Status>>;
+
+pub(crate) fn credentials(auth: Option<&RegistryAuth>) -> Credentials {
+    auth.map(|a| Credentials {
+        username: a.username.clone(),
+        password: a.password.clone(),
+        identity_token: a.identity_token.clone(),
+    })
+    .unwrap_or_default()
+}
+
+pub(crate) fn registry_error(e: berth_registry::Error) -> Error {
+    use berth_registry::Error as R;
+    match e {
+        R::NotFound(m) => Error::NotFound(m),
+        R::Unauthorized(m) | R::Denied(m) => Error::PermissionDenied(m),
+        R::Protocol(m) => Error::InvalidArgument(m),
+        e => Error::Unavailable(e.to_string()),
+    }
+}
+
+/// A platform as os/arch[/variant].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Platform {
+    pub os: String,
+    pub arch: String,
+    pub variant: String,
+}
+
+impl Platform {
+    pub fn host() -> Platform {
+        Platform {
+            os: "linux".into(),
+            arch: go_arch().into(),
+            variant: if go_arch() == "arm64" {
+                "v8".into()
+            } else {
+                String::new()
+            },
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Platform> {
+        if s.is_empty() {
+            return Ok(Platform::host());
+        }
+        let parts: Vec<&str> = s.split('/').collect();
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "\"{s}\": unknown operating system or architecture: invalid argument"
+            ))
+        };
+        if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+            return Err(bad());
+        }
+        Ok(Platform {
+            os: parts[0].to_lowercase(),
+            arch: match parts[1].to_lowercase().as_str() {
+                "x86_64" | "x86-64" => "amd64".into(),
+                "aarch64" => "arm64".into(),
+                a => a.into(),
+            },
+            variant: parts.get(2).map(|v| v.to_lowercase()).unwrap_or_default(),
+        })
+    }
+
+    fn matches(&self, p: &Value) -> bool {
+        let os = p["os"].as_str().unwrap_or("");
+        let arch = p["architecture"].as_str().unwrap_or("");
+        let variant = p["variant"].as_str().unwrap_or("");
+        if os != self.os || arch != self.arch {
+            return false;
+        }
+        // No variant asked: any (arm64's v8 is the default one).
+        self.variant.is_empty()
+            || variant == self.variant
+            || (variant.is_empty() && self.arch == "arm64" && self.variant == "v8")
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if !self.variant.is_empty() {
+            write!(f, "/{}", self.variant)?;
+        }
+        Ok(())
+    }
+}
+
+fn descriptor(v: &Value) -> Result<Descriptor> {
+    let digest = v["digest"].as_str().unwrap_or("").to_string();
+    reference::validate_digest(&digest)
+        .map_err(|_| Error::InvalidArgument(format!("bad digest {digest:?} in manifest")))?;
+    Ok(Descriptor {
+        media_type: v["mediaType"].as_str().unwrap_or("").to_string(),
+        digest,
+        size: v["size"].as_i64().unwrap_or(-1),
+        annotations: Default::default(),
+    })
+}
+
+fn progress(id: &str, status: impl Into<String>) -> Progress {
+    Progress {
+        id: id.to_string(),
+        status: status.into(),
+        ..Default::default()
+    }
+}
+
+fn short_digest(d: &str) -> String {
+    d.trim_start_matches("sha256:").chars().take(12).collect()
+}
+
+/// The endpoint and repository a pull talks to.
+struct Source {
+    host: String,
+    repo: String,
+}
+
+impl Inner {
+    /// Pulls `req.reference`, reporting progress on `tx`. Returns the image
+    /// ID.
+    pub(crate) async fn pull(&self, ns: &str, req: PullRequest, tx: ProgressTx) -> Result<String> {
+        let r =
+            reference::parse(&req.reference).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let platform = Platform::parse(&req.platform)?;
+        let creds = credentials(req.auth.as_ref());
+        let send = |p: Progress| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(Ok(p)).await;
+            }
+        };
+        let want = r
+            .digest()
+            .map(str::to_string)
+            .or_else(|| r.tag().map(str::to_string))
+            .unwrap_or_else(|| reference::DEFAULT_TAG.to_string());
+
+        // Mirrors first, then the registry itself.
+        let mut endpoints: Vec<String> = self
+            .registry_options
+            .mirrors
+            .get(r.domain())
+            .cloned()
+            .unwrap_or_default();
+        endpoints.push(berth_registry::endpoint_host(r.domain()).to_string());
+        let mut fetched = None;
+        let mut last_err = None;
+        for host in &endpoints {
+            match self.registry.manifest(host, r.path(), &want, &creds).await {
+                Ok(m) => {
+                    fetched = Some((host.clone(), m));
+                    break;
+                }
+                Err(e) => {
+                    tracing::info!(host, "manifest not fetched: {e}");
+                    last_err = Some(e);
+                }
+            }
+        }
+        let Some((host, (body, media_type, top_digest))) = fetched else {
+            return Err(registry_error(last_err.unwrap_or_else(|| {
+                berth_registry::Error::Transport("no registry endpoint".into())
+            })));
+        };
+        let src = Source {
+            host,
+            repo: r.path().to_string(),
+        };
+        if r.digest().is_none() {
+            send(progress(&want, format!("Pulling from {}", r.path()))).await;
+        }
+
+        // A list or index: store it, and take the manifest for the platform.
+        let pulled_index = media::is_index(&media_type);
+        let (manifest_bytes, manifest_type, _) = if pulled_index {
+            self.write_blob(ns, &media_type, body.to_vec()).await?;
+            let index: Value = serde_json::from_slice(&body)
+                .map_err(|e| Error::InvalidArgument(format!("bad manifest list: {e}")))?;
+            let chosen = index["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| platform.matches(&m["platform"]))
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "no matching manifest for {platform} in the manifest list entries"
+                    ))
+                })?;
+            let d = descriptor(chosen)?;
+            let (b, t, dg) = self
+                .registry
+                .manifest(&src.host, &src.repo, &d.digest, &creds)
+                .await
+                .map_err(registry_error)?;
+            if media::is_index(&t) {
+                return Err(Error::InvalidArgument(
+                    "a manifest list entry is itself a list".into(),
+                ));
+            }
+            (b, t, dg)
+        } else {
+            (body, media_type, top_digest.clone())
+        };
+        let manifest: Value = serde_json::from_slice(&manifest_bytes)
+            .map_err(|e| Error::InvalidArgument(format!("bad manifest: {e}")))?;
+        let config_desc = descriptor(&manifest["config"])?;
+        let layers: Vec<Descriptor> = manifest["layers"]
+            .as_array()
+            .ok_or_else(|| Error::InvalidArgument("manifest without layers".into()))?
+            .iter()
+            .map(descriptor)
+            .collect::<Result<_>>()?;
+
+        // The config, then the manifest: the image is readable only when
+        // everything it points at is stored.
+        let config = self
+            .registry
+            .blob_bytes(
+                &src.host,
+                &src.repo,
+                &config_desc.digest,
+                CONFIG_MAX,
+                &creds,
+            )
+            .await
+            .map_err(registry_error)?;
+        let config_json: Value = serde_json::from_slice(&config)
+            .map_err(|e| Error::InvalidArgument(format!("bad image config: {e}")))?;
+        let cfg_os = config_json["os"].as_str().unwrap_or("");
+        let cfg_arch = config_json["architecture"].as_str().unwrap_or("");
+        if !pulled_index
+            && (cfg_os != platform.os || cfg_arch != platform.arch)
+            && !req.platform.is_empty()
+        {
+            return Err(Error::NotFound(format!(
+                "image with reference {} was found but does not match the specified platform: wanted {platform}, actual: {cfg_os}/{cfg_arch}",
+                req.reference
+            )));
+        }
+        let diff_ids: Vec<String> = config_json["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if diff_ids.len() != layers.len() {
+            return Err(Error::InvalidArgument(format!(
+                "the image config lists {} layers, the manifest {}",
+                diff_ids.len(),
+                layers.len()
+            )));
+        }
+        self.write_blob(ns, &config_desc.media_type, config.to_vec())
+            .await?;
+
+        // Layers whose snapshot exists need nothing; the others are fetched
+        // concurrently.
+        let chain = crate::images::chain_ids_of(&diff_ids);
+        let gate = Arc::new(Semaphore::new(CONCURRENT_DOWNLOADS));
+        let mut jobs = Vec::new();
+        for (i, layer) in layers.iter().enumerate() {
+            let id = short_digest(&layer.digest);
+            let have_snapshot = self
+                .snapshots
+                .clone()
+                .stat(request(
+                    ns,
+                    StatRequest {
+                        key: chain[i].clone(),
+                    },
+                ))
+                .await
+                .is_ok();
+            if have_snapshot {
+                send(progress(&id, "Already exists")).await;
+                continue;
+            }
+            send(progress(&id, "Pulling fs layer")).await;
+            jobs.push((id, layer.clone()));
+        }
+        let downloads = futures::future::join_all(jobs.iter().map(|(id, layer)| {
+            let gate = gate.clone();
+            let tx = tx.clone();
+            let (src, creds) = (&src, &creds);
+            async move {
+                let _permit = gate.acquire().await;
+                self.fetch_layer(ns, src, layer, creds, id, &tx).await
+            }
+        }))
+        .await;
+        for d in downloads {
+            d?;
+        }
+
+        let manifest_desc = self
+            .write_blob(ns, &manifest_type, manifest_bytes.to_vec())
+            .await?;
+        let info = self.image_info(ns, &manifest_desc).await?;
+        for (id, _) in &jobs {
+            send(progress(id, "Extracting")).await;
+        }
+        self.ensure_unpacked(ns, &info).await?;
+        for (id, _) in &jobs {
+            send(progress(id, "Pull complete")).await;
+        }
+
+        // The name now points at the pulled manifest.
+        let name = r.full();
+        let previous = self.current_target(ns, &name).await?;
+        let mut labels = HashMap::new();
+        labels.insert(
+            crate::images::REPO_DIGEST_LABEL.to_string(),
+            top_digest.clone(),
+        );
+        self.content
+            .clone()
+            .put_image(request(
+                ns,
+                PutImageRequest {
+                    image: Some(Image {
+                        name: name.clone(),
+                        target: Some(manifest_desc.clone()),
+                        created_at: 0,
+                        updated_at: 0,
+                        labels,
+                    }),
+                },
+            ))
+            .await
+            .map_err(Error::service("content"))?;
+        self.store.delete_dangling(ns, &manifest_desc.digest)?;
+        let unchanged = previous
+            .as_ref()
+            .is_some_and(|p| p.digest == manifest_desc.digest);
+        if let Some(prev) = previous.filter(|p| p.digest != manifest_desc.digest) {
+            self.keep_if_unnamed(ns, &prev).await?;
+        }
+        self.emit_image(ns, &info.id, "pull", &familiar(&name));
+        let shown = familiar(&name);
+        send(Progress {
+            status: if unchanged && jobs.is_empty() {
+                format!("Status: Image is up to date for {shown}")
+            } else {
+                format!("Status: Downloaded newer image for {shown}")
+            },
+            digest: top_digest,
+            ..Default::default()
+        })
+        .await;
+        tracing::info!(image = %name, id = %info.id, "pulled");
+        Ok(info.id.clone())
+    }
+
+    /// Brings one layer blob into berth-content, resuming a partial ingest.
+    async fn fetch_layer(
+        &self,
+        ns: &str,
+        src: &Source,
+        layer: &Descriptor,
+        creds: &Credentials,
+        id: &str,
+        tx: &ProgressTx,
+    ) -> Result<()> {
+        let digest = &layer.digest;
+        let have = self
+            .content
+            .clone()
+            .info(request(
+                ns,
+                InfoRequest {
+                    digest: digest.clone(),
+                },
+            ))
+            .await;
+        match have {
+            Ok(_) => {
+                let _ = tx.send(Ok(progress(id, "Download complete"))).await;
+                return Ok(());
+            }
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => return Err(Error::service("content")(s)),
+        }
+        if media::is_foreign_layer(&layer.media_type) {
+            tracing::info!(%digest, "foreign layer: fetched from the registry");
+        }
+        let ingest = format!("pull-{}", digest.trim_start_matches("sha256:"));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .download_once(ns, src, layer, creds, id, tx, &ingest)
+                .await
+            {
+                Ok(()) => break,
+                Err(e) if attempt < LAYER_ATTEMPTS && e.transient => {
+                    let delay = std::time::Duration::from_millis(200 << attempt.min(6));
+                    tracing::warn!(%digest, attempt, "layer download broke, resuming: {}", e.error);
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e.error),
+            }
+        }
+        let _ = tx.send(Ok(progress(id, "Download complete"))).await;
+        Ok(())
+    }
+
+    /// One attempt at a layer: continue the ingest from where it is.
+    #[allow(clippy::too_many_arguments)]
+    async fn download_once(
+        &self,
+        ns: &str,
+        src: &Source,
+        layer: &Descriptor,
+        creds: &Credentials,
+        id: &str,
+        tx: &ProgressTx,
+        ingest: &str,
+    ) -> std::result::Result<(), Attempt> {
+        let digest = &layer.digest;
+        let mut offset = match self
+            .content
+            .clone()
+            .status(request(
+                ns,
+                StatusRequest {
+                    r#ref: ingest.to_string(),
+                },
+            ))
+            .await
+        {
+            Ok(s) => s.into_inner().offset.max(0) as u64,
+            Err(s) if s.code() == Code::NotFound => 0,
+            Err(s) => return Err(Attempt::fatal(Error::service("content")(s))),
+        };
+        let (resp, start) = self
+            .registry
+            .blob(&src.host, &src.repo, digest, offset, creds)
+            .await
+            .map_err(|e| Attempt {
+                transient: e.is_transient(),
+                error: registry_error(e),
+            })?;
+        if start != offset {
+            // The registry sent the whole blob: start the ingest over.
+            let _ = self
+                .content
+                .clone()
+                .abort(request(
+                    ns,
+                    AbortRequest {
+                        r#ref: ingest.to_string(),
+                    },
+                ))
+                .await;
+            offset = 0;
+        }
+        let total = if layer.size > 0 { layer.size } else { 0 };
+        let (wtx, wrx) = mpsc::channel::<WriteRequest>(8);
+        let mut client = self.content.clone();
+        let ns_owned = ns.to_string();
+        let writer = tokio::spawn(async move {
+            client
+                .write(request(
+                    &ns_owned,
+                    tokio_stream::wrappers::ReceiverStream::new(wrx),
+                ))
+                .await
+        });
+        let first = WriteRequest {
+            r#ref: ingest.to_string(),
+            expected: digest.clone(),
+            total,
+            offset: offset as i64,
+            ..Default::default()
+        };
+        let mut broken = None;
+        if wtx.send(first).await.is_ok() {
+            let mut body = resp.bytes_stream();
+            let mut reported = offset;
+            while let Some(chunk) = body.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        broken = Some(e.to_string());
+                        break;
+                    }
+                };
+                let len = chunk.len() as u64;
+                let msg = WriteRequest {
+                    offset: offset as i64,
+                    data: chunk.to_vec(),
+                    ..Default::default()
+                };
+                if wtx.send(msg).await.is_err() {
+                    break; // the content store refused: its answer says why
+                }
+                offset += len;
+                if offset - reported >= PROGRESS_STEP {
+                    reported = offset;
+                    let _ = tx
+                        .send(Ok(Progress {
+                            id: id.to_string(),
+                            status: "Downloading".into(),
+                            current: offset as i64,
+                            total,
+                            ..Default::default()
+                        }))
+                        .await;
+                }
+            }
+            if broken.is_none() {
+                let _ = tx.send(Ok(progress(id, "Verifying Checksum"))).await;
+                let _ = wtx
+                    .send(WriteRequest {
+                        offset: offset as i64,
+                        commit: true,
+                        expected: digest.clone(),
+                        total: offset as i64,
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        }
+        drop(wtx);
+        let written = writer
+            .await
+            .map_err(|e| Attempt::fatal(Error::Internal(format!("content writer: {e}"))))?;
+        match (broken, written) {
+            (Some(why), _) => Err(Attempt {
+                transient: true,
+                error: Error::Unavailable(format!("download of {digest} broke: {why}")),
+            }),
+            (None, Ok(_)) => Ok(()),
+            (None, Err(s)) if s.code() == Code::InvalidArgument => {
+                // A digest mismatch: the bytes are discarded by the store.
+                Err(Attempt::fatal(Error::InvalidArgument(format!(
+                    "layer {digest}: {}",
+                    s.message()
+                ))))
+            }
+            (None, Err(s)) => Err(Attempt::fatal(Error::service("content")(s))),
+        }
+    }
+}
+
+/// The outcome of a failed download attempt.
+struct Attempt {
+    transient: bool,
+    error: Error,
+}
+
+impl Attempt {
+    fn fatal(error: Error) -> Attempt {
+        Attempt {
+            transient: false,
+            error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn platforms() {
+        let p = Platform::parse("linux/amd64").unwrap();
+        assert!(p.matches(&json!({"os": "linux", "architecture": "amd64"})));
+        assert!(!p.matches(&json!({"os": "linux", "architecture": "arm64"})));
+        let p = Platform::parse("linux/arm/v7").unwrap();
+        assert!(p.matches(&json!({"os": "linux", "architecture": "arm", "variant": "v7"})));
+        assert!(!p.matches(&json!({"os": "linux", "architecture": "arm", "variant": "v6"})));
+        let p = Platform::parse("linux/arm64/v8").unwrap();
+        assert!(p.matches(&json!({"os": "linux", "architecture": "arm64"})));
+        assert_eq!(Platform::parse("linux/x86_64").unwrap().arch, "amd64");
+        assert!(Platform::parse("linux").is_err());
+        assert!(Platform::parse("a/b/c/d").is_err());
+        assert_eq!(Platform::parse("").unwrap(), Platform::host());
+    }
+}
