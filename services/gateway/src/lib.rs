@@ -13,6 +13,7 @@ mod images;
 mod lifecycle;
 mod logs;
 mod processes;
+mod resources;
 mod rootfs;
 mod spec;
 mod store;
