@@ -426,6 +426,13 @@ fn bad_memory_values_are_refused_before_anything_is_created() {
             );
         }
     }
+    // Checked before the image is looked up, as docker does.
+    let r = s.berth(&["create", "-m", "4m", "no-such-image-here", "true"]);
+    assert_eq!(r.code, 125, "{r:?}");
+    assert!(
+        r.stderr.contains("Minimum memory limit allowed is 6MB"),
+        "{r:?}"
+    );
     assert_eq!(s.berth(&["ps", "-aq"]).ok(), "");
     let containers = s.root.join("containers");
     let left: Vec<_> = std::fs::read_dir(&containers)

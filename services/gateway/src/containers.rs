@@ -165,6 +165,13 @@ impl Inner {
         ns: &str,
         req: CreateContainerRequest,
     ) -> Result<CreateContainerResponse> {
+        // Host settings first, as docker's verifyContainerSettings.
+        let (resources, warnings) = crate::resources::check(
+            req.resources.as_ref(),
+            req.oom_score_adj,
+            &crate::resources::MemoryInfo::detect(),
+        )
+        .map_err(Error::InvalidArgument)?;
         let (image, _) = self.resolve_image(ns, &req.image).await?;
         let mut name = req.name.trim_start_matches('/').to_string();
         if !name.is_empty() {
@@ -271,12 +278,6 @@ impl Inner {
                 "can't create 'AutoRemove' container with restart policy".into(),
             ));
         }
-        let (resources, warnings) = crate::resources::check(
-            req.resources.as_ref(),
-            req.oom_score_adj,
-            &crate::resources::MemoryInfo::detect(),
-        )
-        .map_err(Error::InvalidArgument)?;
 
         // Reserve the name and the record before doing anything on disk.
         let dir = self.root.join("containers").join(&id);
