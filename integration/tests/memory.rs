@@ -450,3 +450,55 @@ fn bad_memory_values_are_refused_before_anything_is_created() {
     );
     s.berth(&["rm", "smallest"]).ok();
 }
+
+/// After the daemons are killed and started again, the OOM watch is set up
+/// again for running containers: an exec that eats memory is reported.
+#[test]
+fn oom_watch_survives_a_daemon_restart() {
+    require_root!();
+    let mut s = stack_with_busybox(Mode::AllInOne);
+    s.berth(&[
+        "run", "-d", "--name", "survivor", "-m", "8m", "busybox", "sleep", "1000",
+    ])
+    .ok();
+    s.kill9_and_restart();
+    assert_eq!(inspect(&s, "{{.State.Running}}", "survivor"), "true");
+    assert_eq!(inspect(&s, "{{.State.OOMKilled}}", "survivor"), "false");
+    let since = unix_now();
+    let mut events = s
+        .cmd()
+        .args([
+            "events",
+            "--since",
+            &since,
+            "--filter",
+            "container=survivor",
+            "--filter",
+            "event=oom",
+            "--format",
+            "{{.Action}}",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = events.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The exec's shell is in the container's cgroup and is the one killed.
+    let r = s.berth(&["exec", "survivor", "sh", "-c", EAT_64M]);
+    assert_eq!(r.code, 137, "{r:?}");
+    let got = rx.recv_timeout(Duration::from_secs(60));
+    let _ = events.kill();
+    let _ = events.wait();
+    assert_eq!(got.as_deref(), Ok("oom"), "{}", s.daemon_logs());
+    assert_eq!(inspect(&s, "{{.State.OOMKilled}}", "survivor"), "true");
+    assert_eq!(inspect(&s, "{{.State.Running}}", "survivor"), "true");
+    s.berth(&["rm", "-f", "survivor"]).ok();
+}
