@@ -253,6 +253,28 @@ pub struct RunArgs {
         allow_negative_numbers = true
     )]
     pub stop_timeout: Option<i32>,
+    /// Memory limit
+    #[arg(short = 'm', long = "memory", value_name = "bytes")]
+    pub memory: Option<String>,
+    /// Swap limit equal to memory plus swap: '-1' to enable unlimited swap
+    #[arg(long = "memory-swap", value_name = "bytes", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Memory soft limit
+    #[arg(long = "memory-reservation", value_name = "bytes")]
+    pub memory_reservation: Option<String>,
+    /// Tune container memory swappiness (0 to 100) (default -1)
+    #[arg(
+        long = "memory-swappiness",
+        value_name = "int",
+        allow_hyphen_values = true
+    )]
+    pub memory_swappiness: Option<String>,
+    /// Disable OOM Killer
+    #[arg(long = "oom-kill-disable")]
+    pub oom_kill_disable: bool,
+    /// Tune host's OOM preferences (-1000 to 1000)
+    #[arg(long = "oom-score-adj", value_name = "int", allow_hyphen_values = true)]
+    pub oom_score_adj: Option<String>,
     /// IMAGE [COMMAND] [ARG...]
     #[arg(
         value_name = "IMAGE [COMMAND] [ARG...]",
@@ -509,6 +531,35 @@ mod tests {
         assert_eq!(r.network.as_deref(), Some("host"));
         assert_eq!(r.entrypoint.as_deref(), Some(""));
         assert!(r.detach);
+    }
+
+    #[test]
+    fn memory_flags() {
+        let r = run_args(&[
+            "run",
+            "-m",
+            "8m",
+            "--memory-swap",
+            "-1",
+            "--memory-reservation=6m",
+            "--memory-swappiness",
+            "-1",
+            "--oom-kill-disable",
+            "--oom-score-adj",
+            "-500",
+            "busybox",
+            "sh",
+        ]);
+        assert_eq!(r.memory.as_deref(), Some("8m"));
+        assert_eq!(r.memory_swap.as_deref(), Some("-1"));
+        assert_eq!(r.memory_reservation.as_deref(), Some("6m"));
+        assert_eq!(r.memory_swappiness.as_deref(), Some("-1"));
+        assert!(r.oom_kill_disable);
+        assert_eq!(r.oom_score_adj.as_deref(), Some("-500"));
+        assert_eq!(r.image(), "busybox");
+        let r = run_args(&["create", "--memory", "1g", "img"]);
+        assert_eq!(r.memory.as_deref(), Some("1g"));
+        assert!(!r.oom_kill_disable);
     }
 
     #[test]

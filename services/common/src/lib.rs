@@ -7,6 +7,7 @@ pub mod logopts;
 pub mod reference;
 pub mod telemetry;
 pub mod time;
+pub mod units;
 
 pub use grpc::{
     connect_unix, namespace_of, request, unix_incoming, DEFAULT_NAMESPACE, EXIT_CODE_KEY,

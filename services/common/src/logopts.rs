@@ -11,64 +11,7 @@ pub struct JsonFileOpts {
     pub max_file: u32,
 }
 
-/// Docker's `units.RAMInBytes`: a number (fraction allowed) with an optional
-/// binary unit k, m, g, t, p (optionally followed by `i` and/or `b`, any case).
-pub fn ram_in_bytes(s: &str) -> Result<i64, String> {
-    let bad = || format!("invalid size: '{s}'");
-    // ^(\d+(\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$
-    let b = s.as_bytes();
-    let mut i = 0;
-    let digits = |i: &mut usize| {
-        let st = *i;
-        while *i < b.len() && b[*i].is_ascii_digit() {
-            *i += 1;
-        }
-        *i > st
-    };
-    if !digits(&mut i) {
-        return Err(bad());
-    }
-    if i < b.len() && b[i] == b'.' {
-        i += 1;
-        if !digits(&mut i) {
-            return Err(bad());
-        }
-    }
-    let num = &s[..i];
-    if i < b.len() && b[i] == b' ' {
-        i += 1;
-    }
-    let mut mult: i64 = 1;
-    if i < b.len() {
-        let m = match b[i].to_ascii_lowercase() {
-            b'k' => 1 << 10,
-            b'm' => 1 << 20,
-            b'g' => 1 << 30,
-            b't' => 1 << 40,
-            b'p' => 1 << 50,
-            _ => 0,
-        };
-        if m != 0 {
-            mult = m;
-            i += 1;
-        }
-    }
-    if i < b.len() && b[i].eq_ignore_ascii_case(&b'i') {
-        i += 1;
-    }
-    if i < b.len() && b[i].eq_ignore_ascii_case(&b'b') {
-        i += 1;
-    }
-    if i != b.len() {
-        return Err(bad());
-    }
-    let v: f64 = num.parse().map_err(|_| bad())?;
-    let bytes = v * mult as f64;
-    if !bytes.is_finite() || bytes >= i64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(bytes as i64)
-}
+pub use crate::units::ram_in_bytes;
 
 /// Validates log options the way docker's json-file driver does.
 pub fn parse_json_file_opts(opts: &HashMap<String, String>) -> Result<JsonFileOpts, String> {
@@ -126,7 +69,9 @@ mod tests {
         assert_eq!(ram_in_bytes("1g").unwrap(), 1 << 30);
         assert_eq!(ram_in_bytes("1.5k").unwrap(), 1536);
         assert_eq!(ram_in_bytes("7b").unwrap(), 7);
-        for bad in ["", "k", "abc", "10x", "-1", "1..2k", "10kk", ".5k", "10bb"] {
+        // go-units v0.5 (docker since 23.0) takes a leading dot: ".5k" is 512.
+        assert_eq!(ram_in_bytes(".5k").unwrap(), 512);
+        for bad in ["", "k", "abc", "10x", "-1", "1..2k", "10kk", "10bb"] {
             assert!(ram_in_bytes(bad).is_err(), "{bad}");
         }
     }

@@ -43,6 +43,26 @@ pub struct HostConfig {
     pub init: bool,
     /// json-file log options (--log-opt), validated at create.
     pub log_opts: BTreeMap<String, String>,
+    /// Resource limits, as checked and defaulted at create.
+    pub resources: Resources,
+    /// oom_score_adj of the init (-1000..1000).
+    pub oom_score_adj: i32,
+}
+
+/// Docker's HostConfig.Resources (the memory part so far), after create's
+/// checks and defaults: what inspect shows and what the spec asks for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Resources {
+    /// Memory limit in bytes; 0: none.
+    pub memory: i64,
+    /// Memory + swap in bytes; -1: unlimited swap; 0: none (no memory limit).
+    pub memory_swap: i64,
+    /// Soft limit in bytes; 0: none.
+    pub memory_reservation: i64,
+    /// 0..100; None: the host's.
+    pub memory_swappiness: Option<i64>,
+    pub oom_kill_disable: bool,
 }
 
 /// Docker's HostConfig.RestartPolicy.
@@ -62,9 +82,13 @@ pub struct State {
     pub pid: u32,
     pub exit_code: i64,
     pub error: String,
+    /// The kernel OOM-killed a process of the container in its last run.
     pub oom_killed: bool,
     pub started_at: String,
     pub finished_at: String,
+    /// OOM kills counted in this run (each new one is an `oom` event).
+    #[serde(default)]
+    pub oom_kills: u32,
 }
 
 impl State {
@@ -191,6 +215,12 @@ impl ContainerRecord {
                 "Init": if self.host_config.init { json!(true) } else { Value::Null },
                 "Runtime": "berth",
                 "CgroupParent": "",
+                "OomScoreAdj": self.host_config.oom_score_adj,
+                "Memory": self.host_config.resources.memory,
+                "MemoryReservation": self.host_config.resources.memory_reservation,
+                "MemorySwap": self.host_config.resources.memory_swap,
+                "MemorySwappiness": self.host_config.resources.memory_swappiness,
+                "OomKillDisable": self.host_config.resources.oom_kill_disable,
             },
             "GraphDriver": {"Name": "overlayfs", "Data": {"Snapshot": self.snapshot_key}},
             "Mounts": [],
@@ -360,5 +390,37 @@ mod tests {
         assert_eq!(doc["State"]["ExitCode"], 3);
         assert_eq!(doc["State"]["Running"], false);
         assert_eq!(doc["State"]["StartedAt"], ZERO_TIME);
+        assert_eq!(doc["State"]["OOMKilled"], false);
+        // Docker's values without limits.
+        let hc = &doc["HostConfig"];
+        assert_eq!(hc["Memory"], 0);
+        assert_eq!(hc["MemorySwap"], 0);
+        assert_eq!(hc["MemoryReservation"], 0);
+        assert_eq!(hc["MemorySwappiness"], Value::Null);
+        assert_eq!(hc["OomKillDisable"], false);
+        assert_eq!(hc["OomScoreAdj"], 0);
+    }
+
+    #[test]
+    fn inspect_shows_memory_limits() {
+        let mut rec = ContainerRecord::default();
+        rec.host_config.resources = Resources {
+            memory: 8 << 20,
+            memory_swap: 16 << 20,
+            memory_reservation: 6 << 20,
+            memory_swappiness: Some(10),
+            oom_kill_disable: true,
+        };
+        rec.host_config.oom_score_adj = 500;
+        rec.state.oom_killed = true;
+        let doc = rec.inspect();
+        let hc = &doc["HostConfig"];
+        assert_eq!(hc["Memory"], 8 << 20);
+        assert_eq!(hc["MemorySwap"], 16 << 20);
+        assert_eq!(hc["MemoryReservation"], 6 << 20);
+        assert_eq!(hc["MemorySwappiness"], 10);
+        assert_eq!(hc["OomKillDisable"], true);
+        assert_eq!(hc["OomScoreAdj"], 500);
+        assert_eq!(doc["State"]["OOMKilled"], true);
     }
 }

@@ -19,7 +19,7 @@ use berth_proto::network::v1::{AttachRequest as NetAttach, DetachRequest as NetD
 use berth_proto::snapshots::v1::{PrepareRequest, RemoveRequest};
 use berth_proto::tasks::v1::{
     CreateTaskRequest, DeleteRequest, KillRequest, StartRequest, StateRequest,
-    Status as TaskStatus, WaitRequest,
+    Status as TaskStatus, WaitRequest, WatchOomRequest,
 };
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
@@ -165,6 +165,13 @@ impl Inner {
         ns: &str,
         req: CreateContainerRequest,
     ) -> Result<CreateContainerResponse> {
+        // Host settings first, as docker's verifyContainerSettings.
+        let (resources, warnings) = crate::resources::check(
+            req.resources.as_ref(),
+            req.oom_score_adj,
+            &crate::resources::MemoryInfo::detect(),
+        )
+        .map_err(Error::InvalidArgument)?;
         let (image, _) = self.resolve_image(ns, &req.image).await?;
         let mut name = req.name.trim_start_matches('/').to_string();
         if !name.is_empty() {
@@ -324,6 +331,8 @@ impl Inner {
                         .iter()
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
+                    resources,
+                    oom_score_adj: req.oom_score_adj,
                 },
                 state: State {
                     status: "created".into(),
@@ -402,10 +411,10 @@ impl Inner {
         }
         self.emit_container(ns, &id, "create", &[]);
         info!(id = %id, name = %name, "created container");
-        Ok(CreateContainerResponse {
-            id,
-            warnings: vec![],
-        })
+        for w in &warnings {
+            warn!(id = %id, "{w}");
+        }
+        Ok(CreateContainerResponse { id, warnings })
     }
 
     pub(crate) async fn start_container(self: &Arc<Self>, ns: &str, r: &str) -> Result<()> {
@@ -494,6 +503,8 @@ impl Inner {
                 self.emit_container(ns, &id, "start", &[]);
                 self.publish(ns, &id, EventKind::Start);
                 self.clone().spawn_watcher(ns.to_string(), id.clone());
+                self.clone()
+                    .spawn_oom_watcher(ns.to_string(), id.clone(), pid);
                 Ok(())
             }
             Err(e) => {
@@ -542,12 +553,12 @@ impl Inner {
                 {
                     Ok(r) => {
                         let r = r.into_inner();
-                        self.handle_exit(&ns, &id, r.exit_status as i64, r.exited_at)
+                        self.handle_exit(&ns, &id, r.exit_status as i64, r.exited_at, r.oom_kills)
                             .await;
                         return;
                     }
                     Err(s) if s.code() == Code::NotFound => {
-                        self.handle_exit(&ns, &id, 255, berth_common::time::now_rfc3339())
+                        self.handle_exit(&ns, &id, 255, berth_common::time::now_rfc3339(), 0)
                             .await;
                         return;
                     }
@@ -565,14 +576,95 @@ impl Inner {
         });
     }
 
-    async fn handle_exit(self: &Arc<Self>, ns: &str, id: &str, code: i64, exited_at: String) {
+    /// Follows the OOM kills of a running container (berth-tasks
+    /// WatchOom) and records each new one as an `oom` event with
+    /// State.OOMKilled set, while the container runs as `pid`. The exit
+    /// path records kills this stream has not reported yet.
+    fn spawn_oom_watcher(self: Arc<Self>, ns: String, id: String, pid: u32) {
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            let same_run = |inner: &Inner| {
+                inner
+                    .get(&ns, &id)
+                    .is_some_and(|c| c.state.running() && c.state.pid == pid)
+            };
+            loop {
+                let stream = self
+                    .tasks
+                    .clone()
+                    .watch_oom(request(&ns, WatchOomRequest { id: id.clone() }))
+                    .await;
+                let mut stream = match stream {
+                    Ok(s) => s.into_inner(),
+                    Err(s) if s.code() == Code::NotFound => return,
+                    Err(s) => {
+                        warn!(id = %id, "watching OOM kills: {s}; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        if !same_run(&self) {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                loop {
+                    match stream.message().await {
+                        Ok(Some(ev)) => {
+                            let mut new = false;
+                            let _ = self.update(&ns, &id, false, |c| {
+                                if c.state.running()
+                                    && c.state.pid == pid
+                                    && ev.oom_kills > c.state.oom_kills
+                                {
+                                    c.state.oom_kills = ev.oom_kills;
+                                    c.state.oom_killed = true;
+                                    new = true;
+                                }
+                            });
+                            if new {
+                                info!(id = %id, kills = ev.oom_kills, "container OOM-killed");
+                                self.emit_container(&ns, &id, "oom", &[]);
+                            }
+                        }
+                        // The task exited: the exit path has the rest.
+                        Ok(None) => return,
+                        Err(s) => {
+                            if !same_run(&self) {
+                                return;
+                            }
+                            warn!(id = %id, "OOM watch ended: {s}; retrying");
+                            tokio::time::sleep(delay).await;
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    async fn handle_exit(
+        self: &Arc<Self>,
+        ns: &str,
+        id: &str,
+        code: i64,
+        exited_at: String,
+        oom_kills: u32,
+    ) {
         let exited_at = if exited_at.is_empty() {
             berth_common::time::now_rfc3339()
         } else {
             exited_at
         };
         let mut restart_in = None;
+        let mut new_oom = false;
         let rec = match self.update(ns, id, false, |c| {
+            // Kills the live watch did not report yet (the init's own,
+            // usually): docker's `oom` comes before `die`.
+            if oom_kills > c.state.oom_kills {
+                c.state.oom_kills = oom_kills;
+                c.state.oom_killed = true;
+                new_oom = true;
+            }
             c.state.status = "exited".into();
             c.state.pid = 0;
             c.state.exit_code = code;
@@ -585,7 +677,15 @@ impl Inner {
                 return;
             }
         };
-        info!(id, code, "container exited");
+        info!(
+            id,
+            code,
+            oom_killed = rec.state.oom_killed,
+            "container exited"
+        );
+        if new_oom {
+            self.emit_container(ns, id, "oom", &[]);
+        }
         self.emit_container(ns, id, "die", &[("exitCode", code.to_string())]);
         let _ = self
             .tasks
@@ -903,6 +1003,9 @@ pub(crate) async fn recover(inner: Arc<Inner>) {
                             }
                         });
                         inner.clone().spawn_watcher(ns.clone(), id.clone());
+                        inner
+                            .clone()
+                            .spawn_oom_watcher(ns.clone(), id.clone(), st.pid);
                     } else if st.status == TaskStatus::Created as i32 {
                         // Never started: nothing to reconcile.
                     } else {
@@ -912,14 +1015,20 @@ pub(crate) async fn recover(inner: Arc<Inner>) {
                             });
                         }
                         inner
-                            .handle_exit(&ns, &id, st.exit_status as i64, st.exited_at)
+                            .handle_exit(
+                                &ns,
+                                &id,
+                                st.exit_status as i64,
+                                st.exited_at,
+                                st.oom_kills,
+                            )
                             .await;
                     }
                     break;
                 }
                 Err(s) if s.code() == Code::NotFound => {
                     if was_running {
-                        inner.handle_exit(&ns, &id, 255, String::new()).await;
+                        inner.handle_exit(&ns, &id, 255, String::new(), 0).await;
                     }
                     break;
                 }

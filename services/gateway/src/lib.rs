@@ -15,6 +15,7 @@ mod logs;
 mod processes;
 mod pull;
 mod push;
+mod resources;
 mod rootfs;
 mod spec;
 mod store;

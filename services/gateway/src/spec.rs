@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::container::ContainerRecord;
+use crate::container::{ContainerRecord, Resources};
 use crate::error::{Error, Result};
 
 /// PATH that Docker gives containers whose image sets none.
@@ -149,7 +149,7 @@ pub fn build(rec: &ContainerRecord, identity: &Identity, netns: Option<&str>) ->
     if rec.host_config.init {
         annotations.insert(berth_runtime::init::ANNOTATION.into(), json!("true"));
     }
-    json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "annotations": annotations,
         "process": {
@@ -161,6 +161,9 @@ pub fn build(rec: &ContainerRecord, identity: &Identity, netns: Option<&str>) ->
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}],
             "noNewPrivileges": false,
+            // Always set, like docker: a container does not inherit the
+            // daemon's own value.
+            "oomScoreAdj": rec.host_config.oom_score_adj,
         },
         "root": {"path": "rootfs", "readonly": rec.host_config.read_only},
         "hostname": rec.config.hostname,
@@ -195,7 +198,33 @@ pub fn build(rec: &ContainerRecord, identity: &Identity, netns: Option<&str>) ->
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
         },
-    })
+    });
+    if let Some(memory) = memory(&rec.host_config.resources) {
+        spec["linux"]["resources"]["memory"] = memory;
+    }
+    spec
+}
+
+/// linux.resources.memory for the container's limits (None: no limits).
+/// `swap` is memory + swap, as docker and runc take it.
+fn memory(r: &Resources) -> Option<Value> {
+    let mut m = serde_json::Map::new();
+    if r.memory != 0 {
+        m.insert("limit".into(), json!(r.memory));
+    }
+    if r.memory_swap != 0 {
+        m.insert("swap".into(), json!(r.memory_swap));
+    }
+    if r.memory_reservation != 0 {
+        m.insert("reservation".into(), json!(r.memory_reservation));
+    }
+    if let Some(s) = r.memory_swappiness {
+        m.insert("swappiness".into(), json!(s));
+    }
+    if r.oom_kill_disable {
+        m.insert("disableOOMKiller".into(), json!(true));
+    }
+    (!m.is_empty()).then_some(Value::Object(m))
 }
 
 #[cfg(test)]
@@ -235,6 +264,48 @@ mod tests {
             .contains("unable to find user ghost"));
         assert!(resolve_user("app:ghost", &dirs).is_err());
         std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn memory_limits_in_the_spec() {
+        let id = Identity {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            home: "/root".into(),
+        };
+        let mut rec = ContainerRecord::default();
+        let spec = build(&rec, &id, None);
+        assert!(spec["linux"]["resources"].get("memory").is_none());
+        assert_eq!(spec["process"]["oomScoreAdj"], 0);
+        rec.host_config.resources = Resources {
+            memory: 8 << 20,
+            memory_swap: 16 << 20,
+            memory_reservation: 7 << 20,
+            memory_swappiness: Some(0),
+            oom_kill_disable: true,
+        };
+        rec.host_config.oom_score_adj = -300;
+        let spec = build(&rec, &id, None);
+        let m = &spec["linux"]["resources"]["memory"];
+        assert_eq!(m["limit"], 8 << 20);
+        assert_eq!(m["swap"], 16 << 20);
+        assert_eq!(m["reservation"], 7 << 20);
+        assert_eq!(m["swappiness"], 0);
+        assert_eq!(m["disableOOMKiller"], true);
+        assert_eq!(spec["process"]["oomScoreAdj"], -300);
+        // The devices rules stay beside it, and the runtime can read it.
+        assert!(spec["linux"]["resources"]["devices"].is_array());
+        let parsed: oci_spec::runtime::Spec = serde_json::from_value(spec).unwrap();
+        let mem = parsed
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.memory().as_ref())
+            .cloned()
+            .unwrap();
+        assert_eq!(mem.swap(), Some(16 << 20));
+        assert_eq!(mem.disable_oom_killer(), Some(true));
     }
 
     #[test]

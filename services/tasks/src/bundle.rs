@@ -17,6 +17,12 @@ pub struct ExitRecord {
     pub exited_at: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
+    /// The kernel OOM-killed processes of the task (the shim reads the
+    /// memory cgroup's counter before removing it).
+    #[serde(default)]
+    pub oom_killed: bool,
+    #[serde(default)]
+    pub oom_kills: u64,
 }
 
 /// Facts about the task that berth-tasks itself records.
@@ -154,6 +160,15 @@ mod tests {
         .unwrap();
         let e = b.read_exit().unwrap();
         assert_eq!(e.exit_status, 137);
+        assert!(!e.oom_killed);
+        fs::write(
+            b.exit_path(),
+            br#"{"exit_status":137,"exited_at":"2024-01-01T00:00:00Z","oom_killed":true,"oom_kills":2}"#,
+        )
+        .unwrap();
+        let e = b.read_exit().unwrap();
+        assert!(e.oom_killed);
+        assert_eq!(e.oom_kills, 2);
         fs::remove_dir_all(dir).unwrap();
     }
 

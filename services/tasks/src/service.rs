@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use berth_proto::tasks::v1::tasks_server::Tasks;
 use berth_proto::tasks::v1::{
     CloseStdinRequest, CreateTaskRequest, DeleteRequest, ExecProcessRequest, ExecProcessResponse,
-    KillRequest, ListTasksRequest, ListTasksResponse, PauseRequest, PidsRequest, PidsResponse,
-    ResizePtyRequest, StartRequest, StartResponse, StateRequest, StatsRequest,
+    KillRequest, ListTasksRequest, ListTasksResponse, OomEvent, PauseRequest, PidsRequest,
+    PidsResponse, ResizePtyRequest, StartRequest, StartResponse, StateRequest, StatsRequest,
     Status as TaskStatus, StdinRequest, TaskState, TaskStats, WaitRequest, WaitResponse,
+    WatchOomRequest,
 };
 use berth_proto::types::v1::Empty;
 use serde::Serialize;
@@ -33,6 +35,8 @@ struct Task {
     record: TaskRecord,
     inner: Mutex<Inner>,
     exit_tx: watch::Sender<Option<ExitRecord>>,
+    /// OOM kills seen in the task's cgroup during this run.
+    oom_tx: watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -48,6 +52,7 @@ impl Task {
     fn state(&self) -> TaskState {
         let inner = self.inner.lock().unwrap();
         let exit = self.exit_tx.borrow().clone();
+        let oom_kills = *self.oom_tx.borrow();
         TaskState {
             id: self.record.id.clone(),
             status: inner.status,
@@ -55,17 +60,36 @@ impl Task {
             exit_status: exit.as_ref().map_or(0, |e| e.exit_status),
             exited_at: exit.as_ref().map_or(String::new(), |e| e.exited_at.clone()),
             started_at: inner.started_at.clone(),
+            oom_killed: oom_kills > 0 || exit.as_ref().is_some_and(|e| e.oom_killed),
+            oom_kills: clamp_u32(oom_kills),
             error: exit.map_or(String::new(), |e| e.error),
         }
     }
 
-    fn set_exited(&self, rec: ExitRecord) {
+    /// Records a higher OOM kill count; returns whether it moved.
+    fn saw_oom_kills(&self, n: u64) -> bool {
+        self.oom_tx.send_if_modified(|c| {
+            if n > *c {
+                *c = n;
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    fn set_exited(&self, mut rec: ExitRecord) {
         {
             let mut inner = self.inner.lock().unwrap();
             inner.status = TaskStatus::Stopped as i32;
             inner.pid = 0;
             inner.init_fd = None;
         }
+        // The count first: a WatchOom stream ends on the exit and must see
+        // the final count.
+        self.saw_oom_kills(rec.oom_kills);
+        rec.oom_kills = rec.oom_kills.max(*self.oom_tx.borrow());
+        rec.oom_killed |= rec.oom_kills > 0;
         self.exit_tx.send_replace(Some(rec));
     }
 }
@@ -135,6 +159,7 @@ impl TasksService {
 
     fn insert(&self, ns: &str, bundle: Bundle, record: TaskRecord) -> Arc<Task> {
         let (exit_tx, _) = watch::channel(None);
+        let (oom_tx, _) = watch::channel(0);
         let task = Arc::new(Task {
             bundle,
             inner: Mutex::new(Inner {
@@ -144,6 +169,7 @@ impl TasksService {
             }),
             record,
             exit_tx,
+            oom_tx,
         });
         self.tasks
             .lock()
@@ -175,6 +201,7 @@ impl TasksService {
                     inner.init_fd = pidfd::open(pid).ok().map(Arc::new);
                 }
                 info!(id = %task.record.id, pid, "found running task");
+                watch_oom(task.clone());
                 watch_shim(task, shim_fd);
             }
             None => {
@@ -183,6 +210,7 @@ impl TasksService {
                     exit_status: 255,
                     exited_at: berth_common::time::now_rfc3339(),
                     error: "shim exited without recording an exit status".into(),
+                    ..Default::default()
                 });
                 task.set_exited(exit);
             }
@@ -334,6 +362,7 @@ impl TasksService {
                 exit_status: exit_code as u32,
                 exited_at: berth_common::time::now_rfc3339(),
                 error: message.clone(),
+                ..Default::default()
             });
             task.set_exited(exit);
             return Err(Error::Exec { message, exit_code });
@@ -359,13 +388,17 @@ impl TasksService {
             .shim_pid()
             .and_then(|p| open_shim(&task.bundle, p))
         {
-            Some(fd) => watch_shim(task.clone(), fd),
+            Some(fd) => {
+                watch_oom(task.clone());
+                watch_shim(task.clone(), fd)
+            }
             None => {
                 // The shim has already finished.
                 let exit = task.bundle.read_exit().unwrap_or(ExitRecord {
                     exit_status: 255,
                     exited_at: berth_common::time::now_rfc3339(),
                     error: "shim exited without recording an exit status".into(),
+                    ..Default::default()
                 });
                 task.set_exited(exit);
             }
@@ -490,9 +523,111 @@ fn watch_shim(task: Arc<Task>, shim_fd: OwnedFd) {
             exit_status: 255,
             exited_at: berth_common::time::now_rfc3339(),
             error: "shim exited without recording an exit status".into(),
+            ..Default::default()
         });
         info!(id = %task.record.id, status = exit.exit_status, "task exited");
         task.set_exited(exit);
+    });
+}
+
+fn clamp_u32(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Follows the OOM kill counter of a running task's memory cgroup
+/// (berth_runtime::oom: an eventfd on v1, inotify on memory.events on v2)
+/// until the task exits or its cgroup goes; the shim records the final
+/// count in the exit file, so a kill this misses is still reported at the
+/// exit.
+fn watch_oom(task: Arc<Task>) {
+    use berth_runtime::oom::OomWatch;
+    use tokio::io::unix::AsyncFd;
+    let path = task.record.cgroups_path.clone();
+    if path.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let id = task.record.id.clone();
+        let cg = match berth_runtime::cgroups::Cgroup::load(Path::new(&path)) {
+            Ok(cg) => cg,
+            Err(e) => {
+                warn!(id = %id, "OOM watch: {e}");
+                return;
+            }
+        };
+        let v2 = cg.v2();
+        let dir = if v2 {
+            cg.dirs().into_iter().next().map(|(_, d)| d)
+        } else {
+            cg.dir("memory")
+        };
+        let Some(dir) = dir else {
+            return; // no memory controller: nothing is ever counted
+        };
+        let mut exit_rx = task.exit_tx.subscribe();
+        if exit_rx.borrow().is_some() {
+            return;
+        }
+        let watch = match OomWatch::open(&dir, v2).and_then(|w| {
+            // SAFETY: the OomWatch owns its descriptor (an OwnedFd it never
+            // replaces) and keeps it open until it is dropped with the
+            // AsyncFd.
+            unsafe { AsyncFd::register_with_interest(w, tokio::io::Interest::READABLE) }
+                .map_err(|e| berth_runtime::Error::os("register OOM watch", e.into()))
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                // Gone already (the task exited), or no counter: the exit
+                // record still has the final count.
+                if dir.is_dir() {
+                    warn!(id = %id, "OOM watch on {}: {e}", dir.display());
+                }
+                return;
+            }
+        };
+        // Kills before the watch was set up.
+        if let Some(n) = watch.get_ref().kills() {
+            if task.saw_oom_kills(n) {
+                info!(id = %id, oom_kills = n, "task OOM-killed");
+            }
+        }
+        loop {
+            tokio::select! {
+                r = watch.readable() => {
+                    let Ok(mut guard) = r else { return };
+                    guard.get_inner().drain();
+                    guard.clear_ready();
+                }
+                _ = exit_rx.changed() => return,
+            }
+            let before = *task.oom_tx.borrow();
+            let mut n = match watch.get_ref().kills() {
+                Some(n) => n,
+                None => return, // the cgroup is gone
+            };
+            // v1 signals the OOM condition before the killer has picked
+            // and killed its victim (the counter moves just after): look
+            // again a few times over about a second. With the OOM killer
+            // disabled nothing is killed and the counter stays.
+            let mut backoff = Duration::from_millis(5);
+            while !v2 && n <= before && backoff <= Duration::from_millis(640) {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = exit_rx.changed() => return,
+                }
+                backoff *= 2;
+                n = match watch.get_ref().kills() {
+                    Some(n) => n,
+                    None => return,
+                };
+            }
+            if task.saw_oom_kills(n) {
+                info!(id = %id, oom_kills = n, "task OOM-killed");
+            }
+            if exit_rx.borrow().is_some() {
+                return;
+            }
+        }
     });
 }
 
@@ -512,6 +647,15 @@ fn remove_cgroup(cgroups_path: &str) {
         if dir.is_dir() {
             let _ = std::fs::remove_dir(&dir);
         }
+    }
+}
+
+fn wait_response(exit: ExitRecord) -> WaitResponse {
+    WaitResponse {
+        exit_status: exit.exit_status,
+        exited_at: exit.exited_at,
+        oom_killed: exit.oom_killed || exit.oom_kills > 0,
+        oom_kills: clamp_u32(exit.oom_kills),
     }
 }
 
@@ -561,19 +705,13 @@ impl Tasks for TasksService {
     async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let exit = TasksService::wait(self, &ns, &req.get_ref().id).await?;
-        Ok(Response::new(WaitResponse {
-            exit_status: exit.exit_status,
-            exited_at: exit.exited_at,
-        }))
+        Ok(Response::new(wait_response(exit)))
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<WaitResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let exit = TasksService::delete(self, &ns, &req.get_ref().id)?;
-        Ok(Response::new(WaitResponse {
-            exit_status: exit.exit_status,
-            exited_at: exit.exited_at,
-        }))
+        Ok(Response::new(wait_response(exit)))
     }
 
     async fn pids(&self, req: Request<PidsRequest>) -> Result<Response<PidsResponse>, Status> {
@@ -628,6 +766,46 @@ impl Tasks for TasksService {
         let ns = berth_common::namespace_of(&req)?;
         self.set_frozen(&ns, &req.get_ref().id, false).await?;
         Ok(Response::new(Empty {}))
+    }
+
+    type WatchOomStream = ReceiverStream<Result<OomEvent, Status>>;
+
+    async fn watch_oom(
+        &self,
+        req: Request<WatchOomRequest>,
+    ) -> Result<Response<Self::WatchOomStream>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let task = self.get(&ns, &req.get_ref().id)?;
+        let mut oom_rx = task.oom_tx.subscribe();
+        let mut exit_rx = task.exit_tx.subscribe();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut sent = None;
+            loop {
+                // The exit is looked at first: set_exited records the
+                // final count before the exit, so it is sent below.
+                let exited = exit_rx.borrow_and_update().is_some();
+                let n = *oom_rx.borrow_and_update();
+                if sent != Some(n) {
+                    sent = Some(n);
+                    let ev = OomEvent {
+                        oom_kills: clamp_u32(n),
+                    };
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+                if exited {
+                    return;
+                }
+                tokio::select! {
+                    r = oom_rx.changed() => if r.is_err() { return },
+                    r = exit_rx.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<TaskStats>, Status> {

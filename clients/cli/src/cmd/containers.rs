@@ -5,8 +5,8 @@ use std::io::Write;
 
 use berth_proto::gateway::v1::{
     attach_response, AttachRequest, ContainerRef, CreateContainerRequest, KillContainerRequest,
-    ListContainersRequest, LogsRequest, RemoveContainerRequest, StopContainerRequest, Stream,
-    StringList, WaitContainerRequest,
+    ListContainersRequest, LogsRequest, RemoveContainerRequest, Resources, StopContainerRequest,
+    Stream, StringList, WaitContainerRequest,
 };
 use chrono::Utc;
 use serde_json::json;
@@ -62,9 +62,68 @@ pub fn parse_labels(entries: &[String]) -> Result<HashMap<String, String>, Strin
     Ok(out)
 }
 
+/// pflag's error for a bad flag value: `invalid argument "V" for "F" flag: E`.
+fn flag_error(value: &str, flag: &str, e: &str) -> String {
+    format!("invalid argument {value:?} for {flag:?} flag: {e}")
+}
+
+/// Go's strconv.ParseInt for an int flag, with its error text.
+fn parse_int<T: std::str::FromStr>(value: &str, flag: &str) -> Result<T, String> {
+    value.parse::<T>().map_err(|_| {
+        let digits = value.strip_prefix(['+', '-']).unwrap_or(value);
+        let why = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            "value out of range"
+        } else {
+            "invalid syntax"
+        };
+        flag_error(
+            value,
+            flag,
+            &format!("strconv.ParseInt: parsing {value:?}: {why}"),
+        )
+    })
+}
+
+/// `-m`, `--memory-swap`, `--memory-reservation`, `--memory-swappiness`,
+/// `--oom-kill-disable` and `--oom-score-adj`, parsed like docker's flags
+/// (sizes with units.RAMInBytes; `--memory-swap -1`). The limits themselves
+/// are checked by the gateway, with docker's messages.
+pub fn resource_flags(args: &RunArgs) -> Result<(Option<Resources>, i32), String> {
+    let size = |v: &Option<String>, flag: &str| -> Result<i64, String> {
+        match v.as_deref() {
+            None => Ok(0),
+            Some(s) => berth_common::units::ram_in_bytes(s).map_err(|e| flag_error(s, flag, &e)),
+        }
+    };
+    let memory = size(&args.memory, "-m, --memory")?;
+    let memory_swap = match args.memory_swap.as_deref() {
+        Some("-1") => -1,
+        _ => size(&args.memory_swap, "--memory-swap")?,
+    };
+    let memory_reservation = size(&args.memory_reservation, "--memory-reservation")?;
+    let memory_swappiness = match args.memory_swappiness.as_deref() {
+        None => None,
+        Some(v) => Some(parse_int::<i64>(v, "--memory-swappiness")?).filter(|s| *s != -1),
+    };
+    let oom_score_adj = match args.oom_score_adj.as_deref() {
+        None => 0,
+        Some(v) => parse_int::<i32>(v, "--oom-score-adj")?,
+    };
+    let r = Resources {
+        memory,
+        memory_swap,
+        memory_reservation,
+        memory_swappiness,
+        oom_kill_disable: args.oom_kill_disable.then_some(true),
+    };
+    let any = r != Resources::default();
+    Ok((any.then_some(r), oom_score_adj))
+}
+
 /// The Create request for `run`/`create` flags.
 pub fn create_request(args: &RunArgs) -> Result<CreateContainerRequest, String> {
     args.check()?;
+    let (resources, oom_score_adj) = resource_flags(args)?;
     let mut env = Vec::new();
     for f in &args.env_file {
         env.extend(crate::cmd::lifecycle::read_env_file(f, |k| {
@@ -123,6 +182,8 @@ pub fn create_request(args: &RunArgs) -> Result<CreateContainerRequest, String> 
         open_stdin: args.interactive,
         // docker run -i (not -d) closes stdin when the client's input ends.
         stdin_once: args.interactive && !args.detach,
+        resources,
+        oom_score_adj,
     })
 }
 
@@ -131,6 +192,11 @@ pub async fn run(ctx: &Ctx, args: RunArgs, create_only: bool) -> i32 {
     let cmd = if create_only { "create" } else { "run" };
     if let Err(e) = args.check() {
         eprint_err(&format!("{e}\nSee 'berth {cmd} --help'."));
+        return 125;
+    }
+    // Flag values are usage errors, reported as docker's flag parser does.
+    if let Err(e) = resource_flags(&args) {
+        eprint_err(&format!("berth: {e}\nSee 'berth {cmd} --help'."));
         return 125;
     }
     let req = match create_request(&args) {
@@ -827,5 +893,94 @@ mod tests {
         assert!(req.cmd.is_none());
         assert!(req.entrypoint.is_none());
         assert_eq!(req.stop_timeout, None);
+        assert!(req.resources.is_none());
+        assert_eq!(req.oom_score_adj, 0);
+    }
+
+    fn run_args(a: &[&str]) -> RunArgs {
+        let cli = crate::cli::Cli::try_parse_from(
+            ["berth", "run"]
+                .iter()
+                .chain(a.iter())
+                .chain(["busybox"].iter()),
+        )
+        .unwrap();
+        let Some(crate::cli::Command::Run(args)) = cli.command else {
+            panic!("not run")
+        };
+        args
+    }
+
+    #[test]
+    fn memory_flags_like_docker() {
+        let req = create_request(&run_args(&["-m", "4"])).unwrap();
+        assert_eq!(req.resources.unwrap().memory, 4);
+        let req = create_request(&run_args(&[
+            "-m",
+            "8m",
+            "--memory-swap",
+            "1g",
+            "--memory-reservation",
+            "6MiB",
+            "--memory-swappiness",
+            "0",
+            "--oom-kill-disable",
+            "--oom-score-adj",
+            "-500",
+        ]))
+        .unwrap();
+        let r = req.resources.unwrap();
+        assert_eq!(r.memory, 8 << 20);
+        assert_eq!(r.memory_swap, 1 << 30);
+        assert_eq!(r.memory_reservation, 6 << 20);
+        assert_eq!(r.memory_swappiness, Some(0));
+        assert_eq!(r.oom_kill_disable, Some(true));
+        assert_eq!(req.oom_score_adj, -500);
+        // -1: unlimited swap; swappiness -1 is docker's "unset".
+        let r = create_request(&run_args(&[
+            "-m",
+            "8m",
+            "--memory-swap=-1",
+            "--memory-swappiness=-1",
+        ]))
+        .unwrap()
+        .resources
+        .unwrap();
+        assert_eq!((r.memory_swap, r.memory_swappiness), (-1, None));
+        // Only the score: no resources message.
+        let req = create_request(&run_args(&["--oom-score-adj", "200"])).unwrap();
+        assert!(req.resources.is_none());
+        assert_eq!(req.oom_score_adj, 200);
+    }
+
+    #[test]
+    fn bad_memory_flags_use_docker_words() {
+        let err = |a: &[&str]| resource_flags(&run_args(a)).unwrap_err();
+        assert_eq!(
+            err(&["-m", "12x"]),
+            "invalid argument \"12x\" for \"-m, --memory\" flag: invalid suffix: 'x'"
+        );
+        assert_eq!(
+            err(&["--memory", "abc"]),
+            "invalid argument \"abc\" for \"-m, --memory\" flag: invalid size: 'abc'"
+        );
+        assert_eq!(
+            err(&["--memory-swap", "-2"]),
+            "invalid argument \"-2\" for \"--memory-swap\" flag: invalid size: '-2'"
+        );
+        assert_eq!(
+            err(&["--memory-reservation", "1q"]),
+            "invalid argument \"1q\" for \"--memory-reservation\" flag: invalid suffix: 'q'"
+        );
+        assert_eq!(
+            err(&["--memory-swappiness", "x"]),
+            "invalid argument \"x\" for \"--memory-swappiness\" flag: strconv.ParseInt: parsing \"x\": invalid syntax"
+        );
+        assert_eq!(
+            err(&["--oom-score-adj", "99999999999"]),
+            "invalid argument \"99999999999\" for \"--oom-score-adj\" flag: strconv.ParseInt: parsing \"99999999999\": value out of range"
+        );
+        // Range checks are the daemon's (the gateway's), as in docker.
+        assert!(resource_flags(&run_args(&["-m", "4", "--oom-score-adj", "5000"])).is_ok());
     }
 }

@@ -19,7 +19,7 @@ use cgroups_rs::hierarchies;
 use cgroups_rs::memory::MemController;
 use cgroups_rs::pid::PidController;
 use cgroups_rs::{CgroupPid, Controller, MaxValue, Subsystem};
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxResources};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,6 +64,28 @@ fn cg_err(what: impl Into<String>, e: cgroups_rs::error::Error) -> Error {
         })
         .unwrap_or_else(|| io::Error::other(e.kind().to_string()));
     Error::os(what, io)
+}
+
+/// Docker's wording for a host that cannot limit swap.
+pub const NO_SWAP_LIMIT: &str =
+    "Your kernel does not support swap limit capabilities or the cgroup is not mounted";
+
+/// v2 `memory.swap.max` for an OCI `memory.swap` (memory + swap, as on v1)
+/// and `memory.limit`; -1 is "max". runc's conversion: swap equal to the
+/// limit is no swap at all (0).
+pub fn swap_v2(swap: i64, limit: i64) -> std::result::Result<i64, String> {
+    if swap == -1 {
+        return Ok(-1);
+    }
+    if limit <= 0 {
+        return Err("unable to set a swap limit without a memory limit".into());
+    }
+    if swap < limit {
+        return Err(format!(
+            "memory+swap limit {swap} should be >= memory limit {limit}"
+        ));
+    }
+    Ok(swap - limit)
 }
 
 /// Convert v1 cpu shares (2..262144) to v2 cpu.weight (1..10000).
@@ -241,18 +263,8 @@ impl Cgroup {
     /// drops most write errors, every failure is reported.
     pub fn apply(&self, r: &LinuxResources) -> Result<()> {
         let v2 = self.inner.v2();
-        if let Some(limit) = r.memory().as_ref().and_then(|m| m.limit()) {
-            if let Some(mem) = self.inner.controller_of::<MemController>() {
-                // -1 is "no limit": v1 takes it as is, cgroups-rs writes
-                // "max" to memory.max on v2.
-                let limit = if limit < 0 { -1 } else { limit };
-                mem.set_limit(limit).map_err(|e| {
-                    cg_err(
-                        format!("set memory limit {limit} in {}", mem.path().display()),
-                        e,
-                    )
-                })?;
-            }
+        if let Some(m) = r.memory() {
+            self.apply_memory(m)?;
         }
         if let Some(cpu) = r.cpu() {
             if let Some(c) = self.inner.controller_of::<CpuController>() {
@@ -315,7 +327,192 @@ impl Cgroup {
                 })?;
             }
         }
+        if let Some(unified) = r.unified().as_ref().filter(|u| !u.is_empty()) {
+            self.apply_unified(unified)?;
+        }
         Ok(())
+    }
+
+    /// Memory limits: on v1 memory.limit_in_bytes, memory.memsw.limit_in_bytes
+    /// (limit + swap, only when the kernel accounts swap), memory.soft_limit_in_bytes,
+    /// memory.swappiness and memory.oom_control; on v2 memory.max,
+    /// memory.swap.max (swap alone: the OCI value minus the limit, as runc
+    /// converts it), memory.low. A value the host cannot apply is an error
+    /// naming the missing file, never silently dropped.
+    fn apply_memory(&self, m: &LinuxMemory) -> Result<()> {
+        let limit = m.limit().map(|l| if l < 0 { -1 } else { l });
+        let swap = m
+            .swap()
+            .filter(|s| *s != 0)
+            .map(|s| if s < 0 { -1 } else { s });
+        let reservation = m.reservation().filter(|r| *r != 0);
+        let swappiness = m.swappiness();
+        let no_oom_kill = m.disable_oom_killer().unwrap_or(false);
+        if limit.is_none()
+            && swap.is_none()
+            && reservation.is_none()
+            && swappiness.is_none()
+            && !no_oom_kill
+        {
+            return Ok(());
+        }
+        let Some(mem) = self.inner.controller_of::<MemController>() else {
+            return Err(Error::Spec(
+                "memory limits are set but the memory cgroup controller is not mounted".into(),
+            ));
+        };
+        let dir = mem.path().to_path_buf();
+        let at = dir.display();
+        if let Some(sw) = swappiness {
+            if sw > 100 {
+                return Err(Error::Spec(format!(
+                    "invalid memory swappiness {sw}: the range is 0-100"
+                )));
+            }
+        }
+        if self.inner.v2() {
+            if swappiness.is_some() {
+                return Err(Error::Spec(
+                    "memory swappiness cannot be set on cgroup v2 (no memory.swappiness)".into(),
+                ));
+            }
+            if no_oom_kill {
+                return Err(Error::Spec(
+                    "the OOM killer cannot be disabled on cgroup v2 (no memory.oom_control)".into(),
+                ));
+            }
+            // -1 (no swap limit) needs no file when the kernel has no swap
+            // accounting: there is nothing to limit.
+            let has_swap_file = dir.join("memory.swap.max").exists();
+            if let Some(swap) = swap.filter(|s| *s != -1 || has_swap_file) {
+                let v = swap_v2(swap, limit.unwrap_or(0)).map_err(Error::Spec)?;
+                if !has_swap_file {
+                    return Err(Error::Spec(format!(
+                        "{NO_SWAP_LIMIT}: {at}/memory.swap.max does not exist"
+                    )));
+                }
+                // cgroups-rs writes -1 as "max".
+                mem.set_memswap_limit(v)
+                    .map_err(|e| cg_err(format!("set memory.swap.max {v} in {at}"), e))?;
+            }
+            if let Some(l) = limit {
+                mem.set_limit(l)
+                    .map_err(|e| cg_err(format!("set memory.max {l} in {at}"), e))?;
+            }
+            if let Some(r) = reservation {
+                // cgroups-rs writes the soft limit to memory.low on v2.
+                mem.set_soft_limit(r)
+                    .map_err(|e| cg_err(format!("set memory.low {r} in {at}"), e))?;
+            }
+            return Ok(());
+        }
+        let set_limit = |l: i64| {
+            mem.set_limit(l)
+                .map_err(|e| cg_err(format!("set memory.limit_in_bytes {l} in {at}"), e))
+        };
+        let has_memsw = dir.join("memory.memsw.limit_in_bytes").exists();
+        match swap.filter(|s| *s != -1 || has_memsw) {
+            Some(sw) => {
+                if !has_memsw {
+                    return Err(Error::Spec(format!(
+                        "{NO_SWAP_LIMIT}: {at}/memory.memsw.limit_in_bytes does not exist (boot with swapaccount=1)"
+                    )));
+                }
+                let set_swap = || {
+                    mem.set_memswap_limit(sw).map_err(|e| {
+                        cg_err(format!("set memory.memsw.limit_in_bytes {sw} in {at}"), e)
+                    })
+                };
+                // The kernel keeps memsw >= limit at every step: raise
+                // memsw first when the current limit is below the new
+                // memsw (always for a new cgroup, whose limit is "max",
+                // it is the other way round), as runc does.
+                let current = std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                    .unwrap_or(u64::MAX);
+                if sw == -1 || current < sw as u64 {
+                    set_swap()?;
+                    if let Some(l) = limit {
+                        set_limit(l)?;
+                    }
+                } else {
+                    if let Some(l) = limit {
+                        set_limit(l)?;
+                    }
+                    set_swap()?;
+                }
+            }
+            None => {
+                if let Some(l) = limit {
+                    set_limit(l)?;
+                }
+            }
+        }
+        if let Some(r) = reservation {
+            mem.set_soft_limit(r)
+                .map_err(|e| cg_err(format!("set memory.soft_limit_in_bytes {r} in {at}"), e))?;
+        }
+        if let Some(sw) = swappiness {
+            mem.set_swappiness(sw)
+                .map_err(|e| cg_err(format!("set memory.swappiness {sw} in {at}"), e))?;
+        }
+        if no_oom_kill {
+            mem.disable_oom_killer()
+                .map_err(|e| cg_err(format!("set memory.oom_control 1 in {at}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// OCI `linux.resources.unified`: files of the v2 cgroup written as
+    /// given (`memory.oom.group`, `memory.high`, ...). Refused on v1.
+    fn apply_unified(&self, unified: &std::collections::HashMap<String, String>) -> Result<()> {
+        if !self.inner.v2() {
+            return Err(Error::Spec(
+                "linux.resources.unified needs a cgroup v2 host".into(),
+            ));
+        }
+        let Some(dir) = self.dirs().into_iter().next().map(|(_, d)| d) else {
+            return Err(Error::Spec("no cgroup v2 directory".into()));
+        };
+        let mut keys: Vec<&String> = unified.keys().collect();
+        keys.sort();
+        for k in keys {
+            let ok = k.contains('.')
+                && !k.starts_with('.')
+                && !k.starts_with("cgroup.")
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._".contains(&b));
+            if !ok {
+                return Err(Error::Spec(format!(
+                    "invalid linux.resources.unified key {k:?}"
+                )));
+            }
+            let path = dir.join(k);
+            if !path.exists() {
+                return Err(Error::Spec(format!(
+                    "linux.resources.unified: {} does not exist (controller not enabled?)",
+                    path.display()
+                )));
+            }
+            std::fs::write(&path, &unified[k]).map_err(|e| {
+                Error::os(format!("write {:?} to {}", unified[k], path.display()), e)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// How many processes of this cgroup the kernel's OOM killer killed:
+    /// `oom_kill` of v1 memory.oom_control or v2 memory.events. None when
+    /// the memory controller or the counter is missing.
+    pub fn oom_kills(&self) -> Option<u64> {
+        let dir = self.dir("memory").or_else(|| {
+            self.inner
+                .v2()
+                .then(|| self.dirs().into_iter().next().map(|(_, d)| d))
+                .flatten()
+        })?;
+        crate::oom::oom_kills(&dir, self.inner.v2())
     }
 
     /// Write one devices.allow/devices.deny rule with cgroups-rs.
@@ -667,6 +864,195 @@ mod tests {
             assert!(!d.exists(), "{c} cgroup {} left behind", d.display());
         }
         assert!(cg.pids().is_empty());
+    }
+
+    #[test]
+    fn v2_swap_conversion() {
+        assert_eq!(swap_v2(-1, 8), Ok(-1));
+        assert_eq!(swap_v2(16, 8), Ok(8));
+        assert_eq!(swap_v2(8, 8), Ok(0));
+        assert!(swap_v2(4, 8).is_err());
+        assert!(swap_v2(16, 0).is_err());
+        assert!(swap_v2(16, -1).is_err());
+    }
+
+    const MIB: i64 = 1 << 20;
+
+    #[test]
+    fn root_memory_limits_land_in_files() {
+        require_root!();
+        let guard = Guard {
+            path: unique("memory"),
+            child: None,
+        };
+        let v2 = is_v2(Path::new(CGROUP_ROOT));
+        let res: LinuxResources = serde_json::from_value(if v2 {
+            serde_json::json!({"memory": {"limit": 8 * MIB, "swap": 24 * MIB, "reservation": 6 * MIB}})
+        } else {
+            serde_json::json!({"memory": {"limit": 8 * MIB, "swap": 24 * MIB, "reservation": 6 * MIB,
+                "swappiness": 10, "disableOOMKiller": true}})
+        })
+        .unwrap();
+        let memsw = Path::new(CGROUP_ROOT)
+            .join("memory/memory.memsw.limit_in_bytes")
+            .exists();
+        if !v2 && !memsw {
+            // No swap accounting: a memory+swap limit is refused clearly.
+            let e = Cgroup::create(&guard.path, Some(&res)).unwrap_err();
+            assert!(e.to_string().contains(NO_SWAP_LIMIT), "{e}");
+            return;
+        }
+        let cg = Cgroup::create(&guard.path, Some(&res)).unwrap();
+        let mem = cg.dir("memory").unwrap();
+        if v2 {
+            assert_eq!(read(mem.join("memory.max")), (8 * MIB).to_string());
+            assert_eq!(read(mem.join("memory.swap.max")), (16 * MIB).to_string());
+            assert_eq!(read(mem.join("memory.low")), (6 * MIB).to_string());
+        } else {
+            assert_eq!(
+                read(mem.join("memory.limit_in_bytes")),
+                (8 * MIB).to_string()
+            );
+            assert_eq!(
+                read(mem.join("memory.memsw.limit_in_bytes")),
+                (24 * MIB).to_string()
+            );
+            assert_eq!(
+                read(mem.join("memory.soft_limit_in_bytes")),
+                (6 * MIB).to_string()
+            );
+            assert_eq!(read(mem.join("memory.swappiness")), "10");
+            let oc = read(mem.join("memory.oom_control"));
+            assert!(oc.contains("oom_kill_disable 1"), "{oc}");
+        }
+        assert_eq!(cg.oom_kills(), Some(0));
+        assert!(cg.remove());
+    }
+
+    #[test]
+    fn root_bad_memory_limits_are_refused() {
+        require_root!();
+        let v2 = is_v2(Path::new(CGROUP_ROOT));
+        // Memory+swap below the memory limit: the kernel (v1) or our
+        // conversion (v2) refuses it, and nothing is left behind.
+        let res: LinuxResources = serde_json::from_value(
+            serde_json::json!({"memory": {"limit": 16 * MIB, "swap": 8 * MIB}}),
+        )
+        .unwrap();
+        let guard = Guard {
+            path: unique("memory-bad"),
+            child: None,
+        };
+        assert!(Cgroup::create(&guard.path, Some(&res)).is_err());
+        let cg = Cgroup::load(&guard.path).unwrap();
+        for (c, d) in cg.dirs() {
+            assert!(!d.exists(), "{c} cgroup {} left behind", d.display());
+        }
+        let res: LinuxResources =
+            serde_json::from_value(serde_json::json!({"memory": {"swappiness": 101}})).unwrap();
+        let guard = Guard {
+            path: unique("memory-bad"),
+            child: None,
+        };
+        let e = Cgroup::create(&guard.path, Some(&res)).unwrap_err();
+        assert!(e.to_string().contains("swappiness"), "{e}");
+        if v2 {
+            let res: LinuxResources =
+                serde_json::from_value(serde_json::json!({"memory": {"disableOOMKiller": true}}))
+                    .unwrap();
+            let e = Cgroup::create(&guard.path, Some(&res)).unwrap_err();
+            assert!(e.to_string().contains("cgroup v2"), "{e}");
+        } else {
+            let res: LinuxResources =
+                serde_json::from_value(serde_json::json!({"unified": {"memory.oom.group": "1"}}))
+                    .unwrap();
+            let e = Cgroup::create(&guard.path, Some(&res)).unwrap_err();
+            assert!(e.to_string().contains("cgroup v2"), "{e}");
+        }
+        // -1 swap (unlimited) is fine with or without swap accounting.
+        let res: LinuxResources =
+            serde_json::from_value(serde_json::json!({"memory": {"limit": 8 * MIB, "swap": -1}}))
+                .unwrap();
+        let guard = Guard {
+            path: unique("memory-unlimited-swap"),
+            child: None,
+        };
+        let cg = Cgroup::create(&guard.path, Some(&res)).unwrap();
+        assert!(cg.remove());
+    }
+
+    /// A process allocating past the limit is OOM-killed: the counter
+    /// moves and the watch descriptor becomes readable.
+    #[test]
+    fn root_oom_kill_is_counted_and_notified() {
+        require_root!();
+        let busybox = Path::new("/bin/busybox");
+        if !busybox.exists() {
+            eprintln!("skipping: no /bin/busybox");
+            return;
+        }
+        let v2 = is_v2(Path::new(CGROUP_ROOT));
+        let mut guard = Guard {
+            path: unique("oom"),
+            child: None,
+        };
+        let res: LinuxResources =
+            serde_json::from_value(serde_json::json!({"memory": {"limit": 8 * MIB}})).unwrap();
+        let cg = Cgroup::create(&guard.path, Some(&res)).unwrap();
+        assert_eq!(cg.v2(), v2);
+        let dir = if v2 {
+            cg.dirs()[0].1.clone()
+        } else {
+            cg.dir("memory").unwrap()
+        };
+        // No swapping out of the OOM where the host has swap.
+        for (f, v) in [
+            ("memory.memsw.limit_in_bytes", (8 * MIB).to_string()),
+            ("memory.swap.max", "0".to_string()),
+        ] {
+            if dir.join(f).exists() {
+                std::fs::write(dir.join(f), v).unwrap();
+            }
+        }
+        let watch = crate::oom::OomWatch::open(&dir, cg.v2()).unwrap();
+        assert_eq!(cg.oom_kills(), Some(0));
+        // The shell waits for a line so that it is in the cgroup before it
+        // allocates; then it holds 64 MiB in a variable.
+        let mut child = std::process::Command::new(busybox)
+            .args([
+                "sh",
+                "-c",
+                "read go; x=$(head -c 64m /dev/zero | tr '\\0' a); echo ${#x}",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let mut stdin = child.stdin.take().unwrap();
+        guard.child = Some(child);
+        cg.add_pid(pid).unwrap();
+        use std::io::Write;
+        stdin.write_all(b"go\n").unwrap();
+        drop(stdin);
+        let status = guard.child.as_mut().unwrap().wait().unwrap();
+        guard.child = None;
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        // The notification is there (bounded wait, a guard against a hang).
+        let mut pfd = libc::pollfd {
+            fd: watch.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 30_000) };
+        assert_eq!(n, 1, "no OOM notification");
+        watch.drain();
+        assert!(cg.oom_kills().unwrap_or(0) >= 1);
+        assert_eq!(watch.kills(), cg.oom_kills());
+        assert!(cg.remove());
+        assert!(!watch.cgroup_exists());
     }
 
     #[test]

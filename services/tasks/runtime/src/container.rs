@@ -329,6 +329,10 @@ fn child_setup(bundle: &Bundle, plan: &NamespacePlan, fds: &ChildFds) -> Result<
         Err(e) => return Err(Error::os("read start signal", e)),
     }
 
+    if let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+        process::set_oom_score_adj(adj)?;
+    }
+
     for (flag, path) in &plan.join {
         namespaces::join(*flag, path)?;
     }

@@ -14,6 +14,7 @@ pub mod logs;
 pub mod mount;
 pub mod namespaces;
 pub mod net;
+pub mod oom;
 pub mod process;
 pub mod pty;
 pub mod rlimits;

@@ -40,6 +40,43 @@ fn is_executable_file(p: &Path) -> bool {
     }
 }
 
+/// Sets the calling process's `oom_score_adj` (-1000..=1000), as runc
+/// does for the init before exec. Without CAP_SYS_RESOURCE the kernel
+/// refuses values below the lowest one set with that capability (the
+/// inherited `oom_score_adj_min`); like rlimits, the value is then clamped
+/// to the lowest one allowed instead of failing the start.
+pub fn set_oom_score_adj(adj: i32) -> Result<()> {
+    if !(-1000..=1000).contains(&adj) {
+        return Err(Error::Spec(format!(
+            "invalid oomScoreAdj {adj}: the range is [-1000, 1000]"
+        )));
+    }
+    const PATH: &str = "/proc/self/oom_score_adj";
+    let write = |v: i32| std::fs::write(PATH, v.to_string());
+    match write(adj) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            let current: i32 = std::fs::read_to_string(PATH)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| Error::os(format!("write {adj} to {PATH}"), e))?;
+            // `lo` is refused, `hi` (the current value) allowed: find the
+            // lowest allowed value between them.
+            let (mut lo, mut hi) = (adj, current);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if write(mid).is_ok() {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            write(hi).map_err(|e| Error::os(format!("write {hi} to {PATH}"), e))
+        }
+        Err(e) => Err(Error::os(format!("write {adj} to {PATH}"), e)),
+    }
+}
+
 /// Find the command like Go's exec.LookPath (what Docker/runc do): a name
 /// with a slash is used as is; otherwise the first executable regular file
 /// in PATH wins.

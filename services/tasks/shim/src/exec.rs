@@ -519,6 +519,10 @@ fn child_setup(
             env.push(format!("HOME={h}"));
         }
     }
+    // Execs get the container's oom_score_adj, as runc gives them.
+    if let Some(adj) = sp.oom_score_adj() {
+        process::set_oom_score_adj(adj)?;
+    }
     if let Some(rl) = sp.rlimits() {
         rlimits::apply(rl)?;
     }

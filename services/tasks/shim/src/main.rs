@@ -60,6 +60,16 @@ struct ExitFile<'a> {
     exited_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    /// The kernel OOM-killed a process of the container during this run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    oom_killed: bool,
+    /// How many (the memory cgroup's `oom_kill` counter).
+    #[serde(skip_serializing_if = "is_zero")]
+    oom_kills: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -202,11 +212,13 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn write_exit(dir: &Path, status: i32, error: Option<&str>) {
+fn write_exit(dir: &Path, status: i32, error: Option<&str>, oom_kills: u64) {
     let ef = ExitFile {
         exit_status: status,
         exited_at: time::now_rfc3339_nanos(),
         error,
+        oom_killed: oom_kills > 0,
+        oom_kills,
     };
     if let Ok(data) = serde_json::to_vec(&ef) {
         let _ = write_atomic(dir, "exit", &data);
@@ -293,7 +305,7 @@ fn daemon(args: &Args, report: OwnedFd) {
 
     let fail = |e: &Error, report: &OwnedFd| {
         let msg = e.to_string();
-        write_exit(dir, e.exit_code(), Some(&msg));
+        write_exit(dir, e.exit_code(), Some(&msg), 0);
         let _ = write_all(
             report.as_raw_fd(),
             failed_line(&msg, e.exit_code()).as_bytes(),
@@ -372,12 +384,19 @@ fn daemon(args: &Args, report: OwnedFd) {
     let status = wait_and_collect(&sigfd, pid, &io, log.as_mut(), container.cgroup.as_ref());
     drop(listener);
     let _ = std::fs::remove_file(dir.join("attach.sock"));
+    // Read before the cgroup goes: kills of the init and of any other
+    // process of the container during this run.
+    let oom_kills = container
+        .cgroup
+        .as_ref()
+        .and_then(|cg| cg.oom_kills())
+        .unwrap_or(0);
     if let Some(cg) = &container.cgroup {
         cg.kill_all();
         cg.remove();
     }
     reap_all();
-    write_exit(dir, status, None);
+    write_exit(dir, status, None, oom_kills);
 }
 
 /// Unmaps the read-only, unmodified pages of the shim's own binary (code
