@@ -240,3 +240,171 @@ pub fn oci_layout(dir: &Path, variants: &[Variant<'_>]) -> PathBuf {
     .unwrap();
     layout
 }
+
+/// What a [`FlakyProxy`] does to the traffic it forwards.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    /// Answer the first this many requests with 503.
+    pub fail_first: usize,
+    /// Cut the first blob download after this many bytes of its answer.
+    pub cut_blob_after: Option<usize>,
+    /// Flip a byte of every blob download's body.
+    pub corrupt_blobs: bool,
+    /// Send blob bodies at about this many bytes per second.
+    pub throttle: Option<usize>,
+}
+
+/// An HTTP proxy in front of a registry that misbehaves on purpose: one
+/// request per connection (it adds `Connection: close`), with the faults
+/// asked for. It records each request's line and Range header.
+pub struct FlakyProxy {
+    pub addr: String,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FlakyProxy {
+    pub fn start(upstream: &str, faults: Faults) -> FlakyProxy {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        listener.set_nonblocking(true).unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let cut_done = Arc::new(AtomicBool::new(false));
+        let (reqs, stop2, upstream) = (requests.clone(), stop.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                let (reqs, upstream, faults) = (reqs.clone(), upstream.clone(), faults.clone());
+                let (failed, cut_done) = (failed.clone(), cut_done.clone());
+                std::thread::spawn(move || {
+                    let _ = proxy_one(client, &upstream, &faults, &reqs, &failed, &cut_done);
+                });
+            }
+        });
+        FlakyProxy {
+            addr,
+            requests,
+            stop,
+        }
+    }
+
+    /// The recorded request lines (`GET /v2/... Range: bytes=N-`).
+    pub fn seen(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FlakyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn proxy_one(
+    mut client: std::net::TcpStream,
+    upstream: &str,
+    faults: &Faults,
+    reqs: &std::sync::Mutex<Vec<String>>,
+    failed: &std::sync::atomic::AtomicUsize,
+    cut_done: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    client.set_nonblocking(false)?;
+    // The request head.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let line = text.lines().next().unwrap_or("").to_string();
+    let range = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("range:"))
+        .map(|l| format!(" {}", l.trim()))
+        .unwrap_or_default();
+    reqs.lock().unwrap().push(format!("{line}{range}"));
+    if failed.fetch_add(1, Ordering::SeqCst) < faults.fail_first {
+        client.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return Ok(());
+    }
+    let is_blob_get = line.starts_with("GET ") && line.contains("/blobs/sha256:");
+    let mut up = std::net::TcpStream::connect(upstream)?;
+    let mut new_head: String = text
+        .trim_end_matches("\r\n\r\n")
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    new_head.push_str("\r\nConnection: close\r\n\r\n");
+    up.write_all(new_head.as_bytes())?;
+    // The request body (uploads), while the answer comes back.
+    let mut c2 = client.try_clone()?;
+    let mut u2 = up.try_clone()?;
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut u2);
+    });
+    let mut sent = 0usize;
+    let mut body_start: Option<usize> = None;
+    let mut seen_head = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let cut = if is_blob_get && !cut_done.load(Ordering::SeqCst) {
+        faults.cut_blob_after
+    } else {
+        None
+    };
+    loop {
+        let n = up.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &mut buf[..n];
+        if body_start.is_none() {
+            seen_head.extend_from_slice(chunk);
+            if let Some(p) = seen_head.windows(4).position(|w| w == b"\r\n\r\n") {
+                body_start = Some(p + 4);
+            }
+        }
+        if is_blob_get && faults.corrupt_blobs {
+            if let Some(b) = body_start {
+                // Flip the body's 100th byte when it passes by.
+                let target = b + 100;
+                if target >= sent && target < sent + n {
+                    chunk[target - sent] ^= 0xff;
+                }
+            }
+        }
+        if let Some(limit) = cut {
+            if sent + n > limit {
+                let keep = limit.saturating_sub(sent);
+                client.write_all(&chunk[..keep])?;
+                cut_done.store(true, Ordering::SeqCst);
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                return Ok(());
+            }
+        }
+        client.write_all(chunk)?;
+        sent += n;
+        if let (true, Some(rate)) = (is_blob_get, faults.throttle) {
+            std::thread::sleep(Duration::from_secs_f64(n as f64 / rate as f64));
+        }
+    }
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    Ok(())
+}

@@ -1,7 +1,7 @@
 //! End-to-end: pull, push, login, logout and search against Debian's
 //! docker-registry, with skopeo as the independent peer.
 
-use berth_integration::registry::{oci_layout, Registry, Variant};
+use berth_integration::registry::{oci_layout, Faults, FlakyProxy, Registry, Variant};
 use berth_integration::{require_root, unique, Mode, Stack};
 
 /// A stack whose CLI keeps its credentials in the stack's own dir.
@@ -271,4 +271,197 @@ fn search_a_registry_catalog() {
         None,
     );
     assert_eq!(r.stdout.lines().count(), 1, "{r:?}");
+}
+
+/// Files under `dir` whose name is `name` (e.g. a blob's hex digest).
+fn files_named(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            } else if e.file_name().to_string_lossy() == name {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn single_image(s: &Stack, reg: &Registry, repo_tag: &str) -> serde_json::Value {
+    let layout = oci_layout(
+        &s.dir,
+        &[Variant {
+            arch: "amd64",
+            files: &[("etc/flaky", "yes\n")],
+        }],
+    );
+    reg.skopeo_push(&layout, repo_tag);
+    reg.skopeo_raw(repo_tag)
+}
+
+#[test]
+fn pull_retries_5xx_and_resumes_a_broken_download() {
+    require_root!();
+    let s = stack();
+    let reg = Registry::start(None);
+    single_image(&s, &reg, "flaky/bb:1");
+    let proxy = FlakyProxy::start(
+        &reg.addr,
+        Faults {
+            fail_first: 2,
+            cut_blob_after: Some(200_000),
+            ..Default::default()
+        },
+    );
+    let name = format!("{}/flaky/bb:1", proxy.addr);
+    let r = berth_env(&s, &["pull", &name], None);
+    assert_eq!(r.code, 0, "{r:?}\n{}", s.daemon_logs());
+    let seen = proxy.seen();
+    // The two 503s were retried, and the cut download went on from where
+    // it broke, not from the start.
+    assert!(seen.len() > 2, "{seen:?}");
+    let resumed = seen.iter().any(|l| {
+        l.contains("/blobs/sha256:")
+            && l.split("bytes=")
+                .nth(1)
+                .is_some_and(|v| !v.starts_with("0-"))
+    });
+    assert!(resumed, "no ranged blob request after the cut: {seen:?}");
+    assert_eq!(
+        s.berth(&["run", "--rm", &name, "cat", "/etc/flaky"]).ok(),
+        "yes\n"
+    );
+}
+
+#[test]
+fn a_corrupted_layer_is_refused_and_never_stored() {
+    require_root!();
+    let s = stack();
+    let reg = Registry::start(None);
+    let manifest = single_image(&s, &reg, "bad/bb:1");
+    let proxy = FlakyProxy::start(
+        &reg.addr,
+        Faults {
+            corrupt_blobs: true,
+            ..Default::default()
+        },
+    );
+    let r = berth_env(&s, &["pull", &format!("{}/bad/bb:1", proxy.addr)], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("digest"), "{r:?}");
+    assert_eq!(s.berth(&["images", "-q"]).ok(), "");
+    for layer in manifest["layers"].as_array().unwrap() {
+        let hex = layer["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:");
+        let blobs: Vec<_> = files_named(&s.root, hex)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("/blobs/"))
+            .collect();
+        assert!(blobs.is_empty(), "a corrupted blob was stored: {blobs:?}");
+    }
+    // The same image straight from the registry is fine.
+    let r = berth_env(&s, &["pull", &format!("{}/bad/bb:1", reg.addr)], None);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[test]
+fn an_interrupted_pull_resumes_after_a_daemon_crash() {
+    require_root!();
+    let mut s = stack();
+    let reg = Registry::start(None);
+    single_image(&s, &reg, "slow/bb:1");
+    let proxy = FlakyProxy::start(
+        &reg.addr,
+        Faults {
+            throttle: Some(150_000),
+            ..Default::default()
+        },
+    );
+    let name = format!("{}/slow/bb:1", proxy.addr);
+    let mut cmd = s.cmd();
+    cmd.env("BERTH_CONFIG", s.dir.join("berth-config"))
+        .args(["pull", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut first = cmd.spawn().unwrap();
+    // Let the big layer get well under way, then crash the daemon.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !proxy.seen().iter().any(|l| l.contains("/blobs/sha256:")) {
+        assert!(std::time::Instant::now() < deadline, "no blob request");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    s.kill9_and_restart();
+    let _ = first.wait();
+    let before = proxy.seen().len();
+    let r = berth_env(&s, &["pull", &name], None);
+    assert_eq!(r.code, 0, "{r:?}\n{}", s.daemon_logs());
+    let after: Vec<String> = proxy.seen()[before..].to_vec();
+    let resumed = after.iter().any(|l| {
+        l.contains("/blobs/sha256:")
+            && l.split("bytes=")
+                .nth(1)
+                .is_some_and(|v| !v.starts_with("0-"))
+    });
+    assert!(resumed, "the pull started over: {after:?}");
+    assert_eq!(
+        s.berth(&["run", "--rm", &name, "cat", "/etc/flaky"]).ok(),
+        "yes\n"
+    );
+}
+
+#[test]
+fn run_pulls_a_missing_image_and_mirrors_are_tried_first() {
+    require_root!();
+    let reg = Registry::start(None);
+    // The image lives only in `reg`; the name points at a registry that is
+    // not there, whose mirror is `reg`.
+    let s = Stack::start_with_env(
+        Mode::AllInOne,
+        &[(
+            "BERTH_REGISTRY_MIRRORS",
+            &format!("127.0.0.1:1=http://{}", reg.addr),
+        )],
+    );
+    std::fs::create_dir_all(s.dir.join("berth-config")).unwrap();
+    single_image(&s, &reg, "mirrored/bb:1");
+    let r = berth_env(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "127.0.0.1:1/mirrored/bb:1",
+            "cat",
+            "/etc/flaky",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{r:?}\n{}", s.daemon_logs());
+    assert_eq!(r.stdout, "yes\n");
+    assert!(
+        r.stderr
+            .contains("Unable to find image '127.0.0.1:1/mirrored/bb:1' locally"),
+        "{r:?}"
+    );
+    // --pull=never does not pull.
+    let r = berth_env(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--pull=never",
+            &format!("{}/mirrored/bb:2", reg.addr),
+        ],
+        None,
+    );
+    assert_eq!(r.code, 125, "{r:?}");
+    assert!(r.stderr.contains("No such image"), "{r:?}");
 }

@@ -219,6 +219,12 @@ pub struct RunArgs {
     /// Mount the container's root filesystem as read only
     #[arg(long = "read-only")]
     pub read_only: bool,
+    /// Pull image before running ("always", "missing", "never")
+    #[arg(long = "pull", value_name = "string", default_value = "missing", value_parser = ["always", "missing", "never"])]
+    pub pull: String,
+    /// Set platform if server is multi-platform capable
+    #[arg(long, value_name = "string")]
+    pub platform: Option<String>,
     /// Run an init inside the container that forwards signals and reaps processes
     #[arg(long = "init")]
     pub init: bool,

@@ -35,11 +35,23 @@ struct Cli {
     shim: Option<PathBuf>,
     /// A registry (host[:port]) that may be used over plain HTTP; loopback
     /// registries always may. Repeatable.
-    #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
+    #[arg(
+        long = "insecure-registry",
+        global = true,
+        value_name = "HOST",
+        env = "BERTH_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
     insecure_registries: Vec<String>,
     /// A pull-through mirror, tried before the registry: URL for Docker Hub,
     /// or DOMAIN=URL for another registry. Repeatable.
-    #[arg(long = "registry-mirror", global = true, value_name = "[DOMAIN=]URL")]
+    #[arg(
+        long = "registry-mirror",
+        global = true,
+        value_name = "[DOMAIN=]URL",
+        env = "BERTH_REGISTRY_MIRRORS",
+        value_delimiter = ','
+    )]
     registry_mirrors: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,

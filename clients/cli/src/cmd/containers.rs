@@ -206,8 +206,38 @@ pub async fn run(ctx: &Ctx, args: RunArgs, create_only: bool) -> i32 {
             return 125;
         }
     };
-    let resp = match ctx.containers().create(ctx.req(req)).await {
+    let platform = args.platform.clone().unwrap_or_default();
+    if args.pull == "always"
+        && crate::cmd::registry::pull_image(ctx, args.image(), &platform, false, true).await != 0
+    {
+        return 125;
+    }
+    let resp = match ctx.containers().create(ctx.req(req.clone())).await {
         Ok(r) => r.into_inner(),
+        // docker run/create pull a missing image (--pull=missing).
+        Err(s)
+            if s.code() == tonic::Code::NotFound
+                && s.message().starts_with("No such image")
+                && args.pull == "missing"
+                && berth_common::reference::parse(args.image()).is_ok() =>
+        {
+            let shown = berth_common::reference::parse(args.image())
+                .map(|r| r.familiar())
+                .unwrap_or_default();
+            eprint_err(&format!("Unable to find image '{shown}' locally"));
+            if crate::cmd::registry::pull_image(ctx, args.image(), &platform, false, true).await
+                != 0
+            {
+                return 125;
+            }
+            match ctx.containers().create(ctx.req(req)).await {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    report(cmd, &ctx.describe(&s), true);
+                    return 125;
+                }
+            }
+        }
         Err(s) => {
             report(cmd, &ctx.describe(&s), true);
             return 125;

@@ -83,8 +83,16 @@ fn auth_for_domain(domain: &str) -> Result<Option<RegistryAuth>, String> {
 
 /// Prints progress messages as docker does without a terminal: one line
 /// per change of a layer's state (byte counts are not repeated).
-async fn follow(stream: &mut Streaming<Progress>, quiet: bool) -> Result<(), tonic::Status> {
-    let mut out = std::io::stdout().lock();
+async fn follow(
+    stream: &mut Streaming<Progress>,
+    quiet: bool,
+    to_stderr: bool,
+) -> Result<(), tonic::Status> {
+    let mut out: Box<dyn Write> = if to_stderr {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
     while let Some(p) = stream.message().await? {
         if quiet
             || (p.current > 0
@@ -104,8 +112,15 @@ async fn follow(stream: &mut Streaming<Progress>, quiet: bool) -> Result<(), ton
     Ok(())
 }
 
-/// Pulls `name`; prints docker's lines unless `quiet`. Returns the exit code.
-pub async fn pull_image(ctx: &Ctx, name: &str, platform: &str, quiet: bool) -> i32 {
+/// Pulls `name`; prints docker's lines unless `quiet` (on stderr with
+/// `to_stderr`, as `run` does). Returns the exit code.
+pub async fn pull_image(
+    ctx: &Ctx,
+    name: &str,
+    platform: &str,
+    quiet: bool,
+    to_stderr: bool,
+) -> i32 {
     let r = match reference::parse(name) {
         Ok(r) => r,
         Err(e) => {
@@ -120,8 +135,15 @@ pub async fn pull_image(ctx: &Ctx, name: &str, platform: &str, quiet: bool) -> i
             return 1;
         }
     };
-    if !quiet && r.digest().is_none() && !name.contains(':') {
-        println!("Using default tag: latest");
+    let say = |line: &str| {
+        if to_stderr {
+            eprint_err(line);
+        } else {
+            println!("{line}");
+        }
+    };
+    if !quiet && r.digest().is_none() && !name.contains(':') && !to_stderr {
+        say("Using default tag: latest");
     }
     let req = PullRequest {
         reference: name.to_string(),
@@ -130,12 +152,14 @@ pub async fn pull_image(ctx: &Ctx, name: &str, platform: &str, quiet: bool) -> i
     };
     let result = async {
         let mut stream = ctx.images().pull(ctx.req(req)).await?.into_inner();
-        follow(&mut stream, quiet).await
+        follow(&mut stream, quiet, to_stderr).await
     }
     .await;
     match result {
         Ok(()) => {
-            println!("{}", r.full());
+            if !to_stderr {
+                say(&r.full());
+            }
             0
         }
         Err(st) => {
@@ -156,6 +180,7 @@ pub async fn pull(ctx: &Ctx, args: PullArgs) -> i32 {
         &args.name,
         args.platform.as_deref().unwrap_or(""),
         args.quiet,
+        false,
     )
     .await
 }
@@ -185,7 +210,7 @@ pub async fn push(ctx: &Ctx, args: PushArgs) -> i32 {
     };
     let result = async {
         let mut stream = ctx.images().push(ctx.req(req)).await?.into_inner();
-        follow(&mut stream, args.quiet).await
+        follow(&mut stream, args.quiet, false).await
     }
     .await;
     match result {
