@@ -45,6 +45,10 @@ impl Registry {
             }
             None => String::new(),
         };
+        Registry::start_in(dir, auth, creds)
+    }
+
+    fn start_in(dir: PathBuf, auth: String, creds: Option<(&str, &str)>) -> Registry {
         for _ in 0..5 {
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
@@ -407,4 +411,161 @@ fn proxy_one(
     }
     let _ = client.shutdown(std::net::Shutdown::Both);
     Ok(())
+}
+
+/// A Docker token server for a registry started with [`Registry::start_with_tokens`]:
+/// it checks Basic credentials and answers `{"token": JWT}` for the asked
+/// scopes, signed (ES256) with a key whose certificate the registry trusts.
+pub struct TokenServer {
+    /// http://127.0.0.1:PORT/token
+    pub realm: String,
+    pub cert_pem: String,
+    pub user: String,
+    pub password: String,
+    /// How many tokens were handed out, and the scopes asked for.
+    pub issued: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+const TOKEN_ISSUER: &str = "berth-test-issuer";
+const TOKEN_SERVICE: &str = "berth-test-registry";
+
+fn b64url(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+impl TokenServer {
+    pub fn start(user: &str, password: &str) -> TokenServer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["berth-token".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let cert_pem = cert.pem();
+        let cert_der = cert.der().to_vec();
+        let rng = ring::rand::SystemRandom::new();
+        let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &key.serialize_der(),
+            &rng,
+        )
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let realm = format!("http://{}/token", listener.local_addr().unwrap());
+        let issued = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (issued2, stop2) = (issued.clone(), stop.clone());
+        use base64::Engine;
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let Ok((mut c, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = c.set_nonblocking(false);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match std::io::Read::read(&mut c, &mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let authorized = text.lines().any(|l| {
+                    l.to_ascii_lowercase().starts_with("authorization:")
+                        && l["authorization:".len()..].trim() == expected
+                });
+                let target = text.split_whitespace().nth(1).unwrap_or("").to_string();
+                let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+                let scopes: Vec<String> = query
+                    .split('&')
+                    .filter_map(|kv| kv.strip_prefix("scope="))
+                    .map(|v| {
+                        v.replace("%3A", ":")
+                            .replace("%2C", ",")
+                            .replace("%2F", "/")
+                            .replace("%2A", "*")
+                    })
+                    .collect();
+                if !authorized {
+                    let _ = c.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 54\r\nConnection: close\r\n\r\n{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"nope\"}]}");
+                    continue;
+                }
+                let access: Vec<serde_json::Value> = scopes
+                    .iter()
+                    .filter_map(|s| {
+                        let mut p = s.splitn(3, ':');
+                        let (t, n, a) = (p.next()?, p.next()?, p.next()?);
+                        Some(serde_json::json!({"type": t, "name": n, "actions": a.split(',').collect::<Vec<_>>()}))
+                    })
+                    .collect();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let header = serde_json::json!({
+                    "alg": "ES256", "typ": "JWT",
+                    "x5c": [base64::engine::general_purpose::STANDARD.encode(&cert_der)],
+                });
+                let claims = serde_json::json!({
+                    "iss": TOKEN_ISSUER, "sub": "tester", "aud": TOKEN_SERVICE,
+                    "exp": now + 300, "nbf": now - 10, "iat": now,
+                    "jti": format!("{now}-{}", issued2.lock().unwrap().len()),
+                    "access": access,
+                });
+                let signing_input = format!(
+                    "{}.{}",
+                    b64url(header.to_string().as_bytes()),
+                    b64url(claims.to_string().as_bytes())
+                );
+                let sig = signer.sign(&rng, signing_input.as_bytes()).unwrap();
+                let jwt = format!("{signing_input}.{}", b64url(sig.as_ref()));
+                issued2.lock().unwrap().push(scopes.join(" "));
+                let body = serde_json::json!({"token": jwt, "expires_in": 300}).to_string();
+                let _ = c.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        TokenServer {
+            realm,
+            cert_pem,
+            user: user.to_string(),
+            password: password.to_string(),
+            issued,
+            stop,
+        }
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Registry {
+    /// Starts a registry that requires Bearer tokens from `tokens`.
+    pub fn start_with_tokens(tokens: &TokenServer) -> Registry {
+        let dir = std::env::temp_dir().join(crate::unique("berth-registry"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token.pem"), &tokens.cert_pem).unwrap();
+        let auth = format!(
+            "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+            tokens.realm,
+            dir.join("token.pem").display()
+        );
+        Registry::start_in(dir, auth, Some((&tokens.user, &tokens.password)))
+    }
 }

@@ -1,7 +1,7 @@
 //! End-to-end: pull, push, login, logout and search against Debian's
 //! docker-registry, with skopeo as the independent peer.
 
-use berth_integration::registry::{oci_layout, Faults, FlakyProxy, Registry, Variant};
+use berth_integration::registry::{oci_layout, Faults, FlakyProxy, Registry, TokenServer, Variant};
 use berth_integration::{require_root, unique, Mode, Stack};
 
 /// A stack whose CLI keeps its credentials in the stack's own dir.
@@ -464,4 +464,60 @@ fn run_pulls_a_missing_image_and_mirrors_are_tried_first() {
     );
     assert_eq!(r.code, 125, "{r:?}");
     assert!(r.stderr.contains("No such image"), "{r:?}");
+}
+
+#[test]
+fn bearer_token_flow_against_a_token_server() {
+    require_root!();
+    let s = stack();
+    s.import_busybox("busybox");
+    let user = unique("tok");
+    let tokens = TokenServer::start(&user, "t0ken-pw");
+    let reg = Registry::start_with_tokens(&tokens);
+    let name = format!("{}/bearer/bb:1", reg.addr);
+    s.berth(&["tag", "busybox", &name]).ok();
+    let r = berth_env(&s, &["push", &name], None);
+    assert_eq!(r.code, 1, "pushed without credentials: {r:?}");
+    let r = berth_env(
+        &s,
+        &["login", "-u", &user, "--password-stdin", &reg.addr],
+        Some(b"wrong\n"),
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    let r = berth_env(
+        &s,
+        &["login", "-u", &user, "--password-stdin", &reg.addr],
+        Some(b"t0ken-pw\n"),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = berth_env(&s, &["push", &name], None);
+    assert_eq!(r.code, 0, "{r:?}\n{}", reg.log());
+    let issued = tokens.issued.lock().unwrap().clone();
+    assert!(
+        issued
+            .iter()
+            .any(|s| s.contains("repository:bearer/bb:pull,push")),
+        "{issued:?}"
+    );
+    // skopeo, with the same credentials, reads what berth pushed.
+    let m = reg.skopeo_raw("bearer/bb:1");
+    assert_eq!(m["schemaVersion"], 2);
+    s.berth(&["rmi", &name]).ok();
+    let r = berth_env(&s, &["pull", &name], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    // The catalog needs its own scope.
+    let r = berth_env(&s, &["search", &format!("{}/bear", reg.addr)], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("bearer/bb"), "{r:?}");
+    assert!(
+        tokens
+            .issued
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.contains("registry:catalog:*")),
+        "{:?}",
+        tokens.issued.lock().unwrap()
+    );
+    assert!(!s.daemon_logs().contains("t0ken-pw"));
 }
