@@ -521,3 +521,32 @@ fn bearer_token_flow_against_a_token_server() {
     );
     assert!(!s.daemon_logs().contains("t0ken-pw"));
 }
+
+#[test]
+fn pull_all_tags_of_a_repository() {
+    require_root!();
+    let s = stack();
+    s.import_busybox("busybox");
+    let reg = Registry::start(None);
+    for tag in ["a", "b"] {
+        let name = format!("{}/tags/bb:{tag}", reg.addr);
+        s.berth(&["tag", "busybox", &name]).ok();
+        assert_eq!(berth_env(&s, &["push", "-q", &name], None).code, 0);
+        s.berth(&["rmi", &name]).ok();
+    }
+    let repo = format!("{}/tags/bb", reg.addr);
+    let r = berth_env(&s, &["pull", "-a", &repo], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    let images = s
+        .berth(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .ok();
+    for tag in ["a", "b"] {
+        assert!(images.contains(&format!("{repo}:{tag}")), "{images}");
+    }
+    let r = berth_env(&s, &["pull", "-a", &format!("{repo}:a")], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("tag can't be used with --all-tags/-a"),
+        "{r:?}"
+    );
+}

@@ -787,7 +787,11 @@ impl Images for ImagesApi {
         let inner = self.0.clone();
         let req = req.into_inner();
         Ok(Response::new(progress_stream(move |tx| async move {
-            inner.pull(&ns, req, tx).await.map(|_| ())
+            if req.all_tags {
+                inner.pull_all_tags(&ns, req, tx).await
+            } else {
+                inner.pull(&ns, req, tx).await.map(|_| ())
+            }
         })))
     }
 

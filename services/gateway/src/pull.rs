@@ -404,6 +404,43 @@ impl Inner {
         Ok(info.id.clone())
     }
 
+    /// `pull --all-tags`: every tag of the repository, one after the other.
+    pub(crate) async fn pull_all_tags(
+        &self,
+        ns: &str,
+        req: PullRequest,
+        tx: ProgressTx,
+    ) -> Result<()> {
+        let r =
+            reference::parse(&req.reference).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let last = req.reference.rsplit('/').next().unwrap_or("");
+        if r.digest().is_some() || last.contains(':') {
+            return Err(Error::InvalidArgument(
+                "tag can't be used with --all-tags/-a".into(),
+            ));
+        }
+        let creds = credentials(req.auth.as_ref());
+        let host = berth_registry::endpoint_host(r.domain());
+        let mut tags = self
+            .registry
+            .tags(host, r.path(), &creds)
+            .await
+            .map_err(registry_error)?;
+        tags.sort();
+        if tags.is_empty() {
+            return Err(Error::NotFound(format!("no tags in {}", r.familiar_name())));
+        }
+        for tag in tags {
+            let one = PullRequest {
+                reference: format!("{}:{tag}", r.name()),
+                all_tags: false,
+                ..req.clone()
+            };
+            self.pull(ns, one, tx.clone()).await?;
+        }
+        Ok(())
+    }
+
     /// Brings one layer blob into berth-content, resuming a partial ingest.
     async fn fetch_layer(
         &self,

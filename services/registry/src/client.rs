@@ -609,6 +609,35 @@ impl Client {
         Ok(digest)
     }
 
+    /// Tags of a repository (`/v2/NAME/tags/list`, every page).
+    pub async fn tags(&self, host: &str, repo: &str, creds: &Credentials) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let scope = format!("repository:{repo}:pull");
+        let mut out = Vec::new();
+        let mut next = Some(format!("/v2/{repo}/tags/list?n=1000"));
+        while let Some(tail) = next.take() {
+            let http = self.http.clone();
+            let t = tail.clone();
+            let resp = self
+                .send(host, &scope, creds, true, &move |b| {
+                    http.get(format!("{b}{t}"))
+                })
+                .await?;
+            if !resp.status().is_success() {
+                return Err(Self::fail(resp).await);
+            }
+            next = next_link(resp.headers());
+            let page: Page = serde_json::from_slice(&read_limited(resp, 16 << 20).await?)
+                .map_err(|e| Error::Protocol(format!("tags of {repo}: {e}")))?;
+            out.extend(page.tags.unwrap_or_default());
+        }
+        Ok(out)
+    }
+
     /// Repository names of the registry (`/v2/_catalog`, every page).
     pub async fn catalog(&self, host: &str, creds: &Credentials) -> Result<Vec<String>> {
         #[derive(Deserialize)]
@@ -629,18 +658,7 @@ impl Client {
             if !resp.status().is_success() {
                 return Err(Self::fail(resp).await);
             }
-            next = resp
-                .headers()
-                .get(reqwest::header::LINK)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|l| l.split(';').next())
-                .map(|u| {
-                    u.trim()
-                        .trim_start_matches('<')
-                        .trim_end_matches('>')
-                        .to_string()
-                })
-                .filter(|u| u.starts_with('/'));
+            next = next_link(resp.headers());
             let page: Page = serde_json::from_slice(&read_limited(resp, 16 << 20).await?)
                 .map_err(|e| Error::Protocol(format!("catalog of {host}: {e}")))?;
             out.extend(page.repositories);
@@ -712,6 +730,21 @@ impl Client {
             })
             .collect())
     }
+}
+
+/// The next page of a paginated answer (`Link: </v2/...>; rel="next"`).
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(reqwest::header::LINK)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| l.split(';').next())
+        .map(|u| {
+            u.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+        .filter(|u| u.starts_with('/'))
 }
 
 /// The absolute URL of a `Location` header.

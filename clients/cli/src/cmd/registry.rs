@@ -15,7 +15,7 @@ use crate::eprint_err;
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// Download all tagged images in the repository (not supported yet)
+    /// Download all tagged images in the repository
     #[arg(short = 'a', long = "all-tags")]
     pub all_tags: bool,
     /// Set platform if server is multi-platform capable
@@ -149,6 +149,7 @@ pub async fn pull_image(
         reference: name.to_string(),
         platform: platform.to_string(),
         auth,
+        all_tags: false,
     };
     let result = async {
         let mut stream = ctx.images().pull(ctx.req(req)).await?.into_inner();
@@ -172,8 +173,7 @@ pub async fn pull_image(
 /// `berth pull`.
 pub async fn pull(ctx: &Ctx, args: PullArgs) -> i32 {
     if args.all_tags {
-        eprint_err("berth: --all-tags is not supported yet");
-        return 1;
+        return pull_all_tags(ctx, &args).await;
     }
     pull_image(
         ctx,
@@ -183,6 +183,44 @@ pub async fn pull(ctx: &Ctx, args: PullArgs) -> i32 {
         false,
     )
     .await
+}
+
+async fn pull_all_tags(ctx: &Ctx, args: &PullArgs) -> i32 {
+    let r = match reference::parse(&args.name) {
+        Ok(r) => r,
+        Err(e) => {
+            eprint_err(&format!("invalid reference format: {e}"));
+            return 1;
+        }
+    };
+    let auth = match auth_for_domain(r.domain()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprint_err(&e);
+            return 1;
+        }
+    };
+    let req = PullRequest {
+        reference: args.name.clone(),
+        platform: args.platform.clone().unwrap_or_default(),
+        auth,
+        all_tags: true,
+    };
+    let result = async {
+        let mut stream = ctx.images().pull(ctx.req(req)).await?.into_inner();
+        follow(&mut stream, args.quiet, false).await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            println!("{}", r.name());
+            0
+        }
+        Err(st) => {
+            eprint_err(&ctx.describe(&st));
+            1
+        }
+    }
 }
 
 /// `berth push`.
