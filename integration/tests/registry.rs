@@ -550,3 +550,84 @@ fn pull_all_tags_of_a_repository() {
         "{r:?}"
     );
 }
+
+#[test]
+fn credential_helpers_store_and_give_credentials() {
+    require_root!();
+    let s = stack();
+    s.import_busybox("busybox");
+    let user = unique("helper");
+    let reg = Registry::start(Some((&user, "h3lper-pw")));
+    // A docker-credential helper speaking the documented protocol, keeping
+    // its secrets in one file per server.
+    let bin = s.dir.join("helper-bin");
+    let store = s.dir.join("helper-store");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&store).unwrap();
+    let script = format!(
+        r#"#!/bin/sh
+set -e
+key() {{ printf '%s' "$1" | tr '/:' '__'; }}
+case "$1" in
+  store) data=$(cat); server=$(printf '%s' "$data" | sed 's/.*"ServerURL":"\([^"]*\)".*/\1/'); printf '%s' "$data" > "{store}/$(key "$server")" ;;
+  get) server=$(cat); f="{store}/$(key "$server")"; if [ -f "$f" ]; then cat "$f"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+  erase) server=$(cat); rm -f "{store}/$(key "$server")" ;;
+  *) exit 1 ;;
+esac
+"#,
+        store = store.display()
+    );
+    let helper = bin.join("docker-credential-berthtest");
+    std::fs::write(&helper, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        s.dir.join("berth-config/config.json"),
+        r#"{"credsStore":"berthtest"}"#,
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let with_path = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut cmd = s.cmd();
+        cmd.env("BERTH_CONFIG", s.dir.join("berth-config"))
+            .env("DOCKER_CONFIG", s.dir.join("docker-config"))
+            .env("PATH", &path)
+            .args(args);
+        berth_integration::run_with_stdin(cmd, stdin.unwrap_or(b""))
+    };
+    let r = with_path(
+        &["login", "-u", &user, "--password-stdin", &reg.addr],
+        Some(b"h3lper-pw\n"),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    // The secret went to the helper, not into config.json.
+    let cfg = std::fs::read_to_string(s.dir.join("berth-config/config.json")).unwrap();
+    assert!(
+        !cfg.contains("h3lper-pw") && !cfg.contains("auth\""),
+        "{cfg}"
+    );
+    let kept = std::fs::read_dir(&store).unwrap().count();
+    assert_eq!(kept, 1);
+    let name = format!("{}/helped/bb:1", reg.addr);
+    s.berth(&["tag", "busybox", &name]).ok();
+    let r = with_path(&["push", &name], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = with_path(&["logout", &reg.addr], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(std::fs::read_dir(&store).unwrap().count(), 0);
+    let r = with_path(&["push", &name], None);
+    assert_eq!(r.code, 1, "pushed after logout: {r:?}");
+    // A helper that is named but missing is an error that says so.
+    std::fs::write(
+        s.dir.join("berth-config/config.json"),
+        r#"{"credHelpers":{"example.invalid:5000":"absent"}}"#,
+    )
+    .unwrap();
+    let r = with_path(&["pull", "example.invalid:5000/x/y:1"], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("docker-credential-absent"), "{r:?}");
+}
