@@ -95,7 +95,12 @@ impl Registry {
     /// registry's credentials.
     pub fn skopeo_push(&self, layout: &Path, repo_tag: &str) {
         let mut cmd = Command::new("skopeo");
-        cmd.args(["copy", "--all", "--dest-tls-verify=false"]);
+        cmd.args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+        ]);
         if let Some((u, p)) = &self.creds {
             cmd.arg(format!("--dest-creds={u}:{p}"));
         }
@@ -162,6 +167,8 @@ fn put_blob(layout: &Path, data: &[u8]) -> (String, usize) {
 pub struct Variant<'a> {
     pub arch: &'a str,
     pub files: &'a [(&'a str, &'a str)],
+    /// How the extra layer is stored: "gzip", "zstd" or "plain".
+    pub layer: &'a str,
 }
 
 /// Writes an OCI image layout with an index of the given variants; each
@@ -190,8 +197,18 @@ pub fn oci_layout(dir: &Path, variants: &[Variant<'_>]) -> PathBuf {
             fixtures::add_file(&mut b, path, 0o644, content.as_bytes());
         }
         let extra_tar = b.into_inner().unwrap();
-        let extra_gz = gz(&extra_tar);
-        let (extra_digest, extra_size) = put_blob(&layout, &extra_gz);
+        let (extra_blob, extra_type) = match v.layer {
+            "zstd" => (
+                zstd::encode_all(extra_tar.as_slice(), 3).unwrap(),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            ),
+            "plain" => (extra_tar.clone(), "application/vnd.oci.image.layer.v1.tar"),
+            _ => (
+                gz(&extra_tar),
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            ),
+        };
+        let (extra_digest, extra_size) = put_blob(&layout, &extra_blob);
         let config = serde_json::json!({
             "created": "2026-01-02T03:04:05Z",
             "architecture": v.arch,
@@ -208,7 +225,7 @@ pub fn oci_layout(dir: &Path, variants: &[Variant<'_>]) -> PathBuf {
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
             "layers": [
                 {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": base_digest, "size": base_size},
-                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": extra_digest, "size": extra_size},
+                {"mediaType": extra_type, "digest": extra_digest, "size": extra_size},
             ],
         });
         let manifest = serde_json::to_vec(&manifest).unwrap();

@@ -30,10 +30,12 @@ fn pull_a_multi_platform_image_and_run_it() {
             Variant {
                 arch: "amd64",
                 files: &[("etc/which", "amd64\n")],
+                layer: "gzip",
             },
             Variant {
                 arch: "arm64",
                 files: &[("etc/which", "arm64\n")],
+                layer: "gzip",
             },
         ],
     );
@@ -294,11 +296,16 @@ fn files_named(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
 }
 
 fn single_image(s: &Stack, reg: &Registry, repo_tag: &str) -> serde_json::Value {
+    single_image_with(s, reg, repo_tag, "gzip")
+}
+
+fn single_image_with(s: &Stack, reg: &Registry, repo_tag: &str, layer: &str) -> serde_json::Value {
     let layout = oci_layout(
         &s.dir,
         &[Variant {
             arch: "amd64",
             files: &[("etc/flaky", "yes\n")],
+            layer,
         }],
     );
     reg.skopeo_push(&layout, repo_tag);
@@ -630,4 +637,35 @@ esac
     let r = with_path(&["pull", "example.invalid:5000/x/y:1"], None);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("docker-credential-absent"), "{r:?}");
+}
+
+#[test]
+fn zstd_and_uncompressed_layers() {
+    require_root!();
+    let s = stack();
+    let reg = Registry::start(None);
+    for kind in ["zstd", "plain"] {
+        let repo_tag = format!("layers/{kind}:1");
+        let m = single_image_with(&s, &reg, &repo_tag, kind);
+        let types: Vec<&str> = m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["mediaType"].as_str())
+            .collect();
+        assert!(
+            types.iter().any(|t| t.ends_with(match kind {
+                "zstd" => "tar+zstd",
+                _ => "v1.tar",
+            })),
+            "{types:?}"
+        );
+        let name = format!("{}/{repo_tag}", reg.addr);
+        let r = berth_env(&s, &["pull", &name], None);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(
+            s.berth(&["run", "--rm", &name, "cat", "/etc/flaky"]).ok(),
+            "yes\n"
+        );
+    }
 }
