@@ -669,3 +669,44 @@ fn zstd_and_uncompressed_layers() {
         );
     }
 }
+
+#[test]
+fn pull_on_a_terminal_draws_progress_lines_in_place() {
+    require_root!();
+    let s = stack();
+    let reg = Registry::start(None);
+    single_image(&s, &reg, "tty/bb:1");
+    let name = format!("{}/tty/bb:1", reg.addr);
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave: std::os::fd::OwnedFd = pty.slave;
+    let mut child = s
+        .cmd()
+        .env("BERTH_CONFIG", s.dir.join("berth-config"))
+        .args(["pull", &name])
+        .stdout(std::process::Stdio::from(slave.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut master, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        all
+    });
+    assert!(child.wait().unwrap().success());
+    // The slave is closed with the child; the reader sees EIO and stops.
+    let out = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(out.contains("Pull complete"), "{out:?}");
+    // Layer lines are rewritten in place: cursor up, clear line.
+    assert!(out.contains("\u{1b}[2K"), "{out:?}");
+    assert!(
+        out.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{out:?}"
+    );
+}

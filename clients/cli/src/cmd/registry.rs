@@ -13,6 +13,24 @@ use crate::auth;
 use crate::ctx::Ctx;
 use crate::eprint_err;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_sizes_and_bars() {
+        assert_eq!(human(512), "512B");
+        assert_eq!(human(228_400), "228.4kB");
+        assert_eq!(human(2_200_000), "2.2MB");
+        assert_eq!(human(123_456_789), "123.5MB");
+        assert_eq!(human(1_000_000), "1MB");
+        let b = bar(500, 1000);
+        assert!(b.starts_with("[=========================>"), "{b}");
+        assert!(b.ends_with("]  500B/1kB"), "{b}");
+        assert_eq!(bar(1000, 1000).matches('=').count(), 50);
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PullArgs {
     /// Download all tagged images in the repository
@@ -81,6 +99,81 @@ fn auth_for_domain(domain: &str) -> Result<Option<RegistryAuth>, String> {
     auth::lookup(domain)
 }
 
+/// Docker's size units (decimal, "kB").
+fn human(n: i64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n.max(0) as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        return format!("{n}B");
+    }
+    // Go's %.4g: four significant digits, no trailing zeros.
+    let int_digits = (v.log10().floor() as i32 + 1).clamp(1, 4) as usize;
+    let s = format!("{:.*}", 4 - int_digits, v);
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    };
+    s + units[i]
+}
+
+/// Docker's progress bar: `[=====>      ]  1.2MB/3.4MB`.
+fn bar(current: i64, total: i64) -> String {
+    if total <= 0 {
+        return human(current);
+    }
+    let width = 50usize;
+    let done = ((current as f64 / total as f64) * width as f64).min(width as f64) as usize;
+    let mut b = String::from("[");
+    b.push_str(&"=".repeat(done));
+    if done < width {
+        b.push('>');
+        b.push_str(&" ".repeat(width - done - 1));
+    }
+    format!("{b}]  {}/{}", human(current), human(total))
+}
+
+/// Shows progress on a terminal the way docker does: one line per layer,
+/// rewritten in place as it moves on.
+async fn follow_tty(
+    stream: &mut Streaming<Progress>,
+    out: &mut dyn Write,
+) -> Result<(), tonic::Status> {
+    let mut ids: Vec<String> = Vec::new();
+    while let Some(p) = stream.message().await? {
+        if p.id.is_empty() {
+            if !p.digest.is_empty() && p.status.starts_with("Status:") {
+                let _ = writeln!(out, "Digest: {}", p.digest);
+            }
+            let _ = writeln!(out, "{}", p.status);
+            ids.clear();
+            continue;
+        }
+        let text = if p.current > 0 {
+            format!("{}: {} {}", p.id, p.status, bar(p.current, p.total))
+        } else {
+            format!("{}: {}", p.id, p.status)
+        };
+        match ids.iter().position(|i| *i == p.id) {
+            Some(pos) => {
+                let up = ids.len() - pos;
+                let _ = write!(out, "\x1b[{up}A\r\x1b[2K{text}\r\x1b[{up}B");
+            }
+            None => {
+                ids.push(p.id.clone());
+                let _ = writeln!(out, "{text}");
+            }
+        }
+        let _ = out.flush();
+    }
+    Ok(())
+}
+
 /// Prints progress messages as docker does without a terminal: one line
 /// per change of a layer's state (byte counts are not repeated).
 async fn follow(
@@ -93,6 +186,14 @@ async fn follow(
     } else {
         Box::new(std::io::stdout())
     };
+    let tty = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    if tty && !quiet {
+        return follow_tty(stream, &mut *out).await;
+    }
     while let Some(p) = stream.message().await? {
         if quiet
             || (p.current > 0
