@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use berth_common::{reference, request};
-use berth_proto::content::v1::{Image, PutImageRequest, WriteRequest};
+use berth_proto::content::v1::WriteRequest;
 use berth_proto::gateway::v1::container_files_server::ContainerFiles;
 use berth_proto::gateway::v1::{
     copy_from_response, copy_to_request, Change, CommitRequest, CommitResponse, ContainerRef,
@@ -403,26 +403,8 @@ impl Inner {
         self.ensure_unpacked(ns, &info).await?;
         match &target {
             Some(name) => {
-                let previous = self.current_target(ns, name).await?;
-                self.content
-                    .clone()
-                    .put_image(request(
-                        ns,
-                        PutImageRequest {
-                            image: Some(Image {
-                                name: name.clone(),
-                                target: Some(manifest_desc.clone()),
-                                created_at: 0,
-                                updated_at: 0,
-                                labels: Default::default(),
-                            }),
-                        },
-                    ))
-                    .await
-                    .map_err(Error::service("content"))?;
-                if let Some(prev) = previous.filter(|p| p.digest != manifest_desc.digest) {
-                    self.keep_if_unnamed(ns, &prev).await?;
-                }
+                self.name_image(ns, name, &manifest_desc, Default::default())
+                    .await?;
             }
             None => self.store.put_dangling(ns, &manifest_desc)?,
         }

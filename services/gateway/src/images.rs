@@ -248,6 +248,44 @@ impl Inner {
         Ok(())
     }
 
+    /// Points `full_name` at `manifest` (docker tag semantics): the image is
+    /// no longer dangling, and the image the name pointed at before becomes
+    /// dangling when that was its last name. Returns whether the name
+    /// already pointed at this manifest.
+    pub(crate) async fn name_image(
+        &self,
+        ns: &str,
+        full_name: &str,
+        manifest: &Descriptor,
+        labels: HashMap<String, String>,
+    ) -> Result<bool> {
+        let previous = self.current_target(ns, full_name).await?;
+        self.content
+            .clone()
+            .put_image(request(
+                ns,
+                PutImageRequest {
+                    image: Some(Image {
+                        name: full_name.to_string(),
+                        target: Some(manifest.clone()),
+                        created_at: 0,
+                        updated_at: 0,
+                        labels,
+                    }),
+                },
+            ))
+            .await
+            .map_err(Error::service("content"))?;
+        self.store.delete_dangling(ns, &manifest.digest)?;
+        let unchanged = previous
+            .as_ref()
+            .is_some_and(|p| p.digest == manifest.digest);
+        if let Some(prev) = previous.filter(|p| p.digest != manifest.digest) {
+            self.keep_if_unnamed(ns, &prev).await?;
+        }
+        Ok(unchanged)
+    }
+
     /// The manifest a name points at now, if any.
     pub(crate) async fn current_target(
         &self,
@@ -887,28 +925,9 @@ impl Images for ImagesApi {
                 "refusing to create a tag with a digest reference",
             ));
         }
-        let previous = self.0.current_target(&ns, &target.full()).await?;
         self.0
-            .content
-            .clone()
-            .put_image(request(
-                &ns,
-                PutImageRequest {
-                    image: Some(Image {
-                        name: target.full(),
-                        target: Some(info.manifest.clone()),
-                        created_at: 0,
-                        updated_at: 0,
-                        labels: Default::default(),
-                    }),
-                },
-            ))
-            .await
-            .map_err(Error::service("content"))?;
-        self.0.store.delete_dangling(&ns, &info.manifest.digest)?;
-        if let Some(prev) = previous.filter(|p| p.digest != info.manifest.digest) {
-            self.0.keep_if_unnamed(&ns, &prev).await?;
-        }
+            .name_image(&ns, &target.full(), &info.manifest, HashMap::new())
+            .await?;
         self.0
             .emit_image(&ns, &info.id, "tag", &familiar(&target.full()));
         Ok(Response::new(TagResponse {}))

@@ -11,9 +11,7 @@ use std::sync::Arc;
 
 use berth_common::reference;
 use berth_common::request;
-use berth_proto::content::v1::{
-    AbortRequest, Image, InfoRequest, PutImageRequest, StatusRequest, WriteRequest,
-};
+use berth_proto::content::v1::{AbortRequest, InfoRequest, StatusRequest, WriteRequest};
 use berth_proto::gateway::v1::{Progress, PullRequest, RegistryAuth};
 use berth_proto::snapshots::v1::StatRequest;
 use berth_proto::types::v1::Descriptor;
@@ -359,35 +357,12 @@ impl Inner {
 
         // The name now points at the pulled manifest.
         let name = r.full();
-        let previous = self.current_target(ns, &name).await?;
         let mut labels = HashMap::new();
         labels.insert(
             crate::images::REPO_DIGEST_LABEL.to_string(),
             top_digest.clone(),
         );
-        self.content
-            .clone()
-            .put_image(request(
-                ns,
-                PutImageRequest {
-                    image: Some(Image {
-                        name: name.clone(),
-                        target: Some(manifest_desc.clone()),
-                        created_at: 0,
-                        updated_at: 0,
-                        labels,
-                    }),
-                },
-            ))
-            .await
-            .map_err(Error::service("content"))?;
-        self.store.delete_dangling(ns, &manifest_desc.digest)?;
-        let unchanged = previous
-            .as_ref()
-            .is_some_and(|p| p.digest == manifest_desc.digest);
-        if let Some(prev) = previous.filter(|p| p.digest != manifest_desc.digest) {
-            self.keep_if_unnamed(ns, &prev).await?;
-        }
+        let unchanged = self.name_image(ns, &name, &manifest_desc, labels).await?;
         self.emit_image(ns, &info.id, "pull", &familiar(&name));
         let shown = familiar(&name);
         send(Progress {

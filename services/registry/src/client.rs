@@ -609,21 +609,22 @@ impl Client {
         Ok(digest)
     }
 
-    /// Tags of a repository (`/v2/NAME/tags/list`, every page).
-    pub async fn tags(&self, host: &str, repo: &str, creds: &Credentials) -> Result<Vec<String>> {
-        #[derive(Deserialize)]
-        struct Page {
-            #[serde(default)]
-            tags: Option<Vec<String>>,
-        }
-        let scope = format!("repository:{repo}:pull");
-        let mut out = Vec::new();
-        let mut next = Some(format!("/v2/{repo}/tags/list?n=1000"));
+    /// Fetches every page of a paginated listing (`Link: <...>; rel="next"`)
+    /// and gives each page's JSON to `take`.
+    async fn pages(
+        &self,
+        host: &str,
+        scope: &str,
+        creds: &Credentials,
+        first: String,
+        mut take: impl FnMut(serde_json::Value),
+    ) -> Result<()> {
+        let mut next = Some(first);
         while let Some(tail) = next.take() {
             let http = self.http.clone();
             let t = tail.clone();
             let resp = self
-                .send(host, &scope, creds, true, &move |b| {
+                .send(host, scope, creds, true, &move |b| {
                     http.get(format!("{b}{t}"))
                 })
                 .await?;
@@ -631,38 +632,33 @@ impl Client {
                 return Err(Self::fail(resp).await);
             }
             next = next_link(resp.headers());
-            let page: Page = serde_json::from_slice(&read_limited(resp, 16 << 20).await?)
-                .map_err(|e| Error::Protocol(format!("tags of {repo}: {e}")))?;
-            out.extend(page.tags.unwrap_or_default());
+            let page = serde_json::from_slice(&read_limited(resp, 16 << 20).await?)
+                .map_err(|e| Error::Protocol(format!("{tail} of {host}: {e}")))?;
+            take(page);
         }
+        Ok(())
+    }
+
+    /// Tags of a repository (`/v2/NAME/tags/list`, every page).
+    pub async fn tags(&self, host: &str, repo: &str, creds: &Credentials) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let scope = format!("repository:{repo}:pull");
+        let first = format!("/v2/{repo}/tags/list?n=1000");
+        self.pages(host, &scope, creds, first, |page| {
+            out.extend(strings(&page["tags"]));
+        })
+        .await?;
         Ok(out)
     }
 
     /// Repository names of the registry (`/v2/_catalog`, every page).
     pub async fn catalog(&self, host: &str, creds: &Credentials) -> Result<Vec<String>> {
-        #[derive(Deserialize)]
-        struct Page {
-            #[serde(default)]
-            repositories: Vec<String>,
-        }
         let mut out = Vec::new();
-        let mut next = Some("/v2/_catalog?n=1000".to_string());
-        while let Some(tail) = next.take() {
-            let http = self.http.clone();
-            let t = tail.clone();
-            let resp = self
-                .send(host, "registry:catalog:*", creds, true, &move |b| {
-                    http.get(format!("{b}{t}"))
-                })
-                .await?;
-            if !resp.status().is_success() {
-                return Err(Self::fail(resp).await);
-            }
-            next = next_link(resp.headers());
-            let page: Page = serde_json::from_slice(&read_limited(resp, 16 << 20).await?)
-                .map_err(|e| Error::Protocol(format!("catalog of {host}: {e}")))?;
-            out.extend(page.repositories);
-        }
+        let first = "/v2/_catalog?n=1000".to_string();
+        self.pages(host, "registry:catalog:*", creds, first, |page| {
+            out.extend(strings(&page["repositories"]));
+        })
+        .await?;
         Ok(out)
     }
 
@@ -730,6 +726,17 @@ impl Client {
             })
             .collect())
     }
+}
+
+/// The strings of a JSON array (none for null or anything else).
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The next page of a paginated answer (`Link: </v2/...>; rel="next"`).

@@ -29,6 +29,14 @@ mod tests {
         assert!(b.ends_with("]  500B/1kB"), "{b}");
         assert_eq!(bar(1000, 1000).matches('=').count(), 50);
     }
+
+    #[test]
+    fn tags_are_not_ports() {
+        assert!(!names_tag_or_digest("busybox"));
+        assert!(!names_tag_or_digest("localhost:5000/busybox"));
+        assert!(names_tag_or_digest("localhost:5000/busybox:1"));
+        assert!(names_tag_or_digest("busybox@sha256:abc"));
+    }
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +105,34 @@ pub struct SearchArgs {
 /// Stored credentials for the registry of `name`, or an error message.
 fn auth_for_domain(domain: &str) -> Result<Option<RegistryAuth>, String> {
     auth::lookup(domain)
+}
+
+/// Whether the user wrote a tag or digest (`host:5000/repo` has neither).
+fn names_tag_or_digest(name: &str) -> bool {
+    name.contains('@')
+        || name
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'))
+}
+
+/// The parsed reference and the stored credentials for its registry;
+/// None (after saying why) when either fails.
+fn target(name: &str) -> Option<(reference::Reference, Option<RegistryAuth>)> {
+    let r = match reference::parse(name) {
+        Ok(r) => r,
+        Err(e) => {
+            eprint_err(&format!("invalid reference format: {e}"));
+            return None;
+        }
+    };
+    match auth_for_domain(r.domain()) {
+        Ok(a) => Some((r, a)),
+        Err(e) => {
+            eprint_err(&e);
+            None
+        }
+    }
 }
 
 /// Docker's size units (decimal, "kB").
@@ -222,19 +258,8 @@ pub async fn pull_image(
     quiet: bool,
     to_stderr: bool,
 ) -> i32 {
-    let r = match reference::parse(name) {
-        Ok(r) => r,
-        Err(e) => {
-            eprint_err(&format!("invalid reference format: {e}"));
-            return 1;
-        }
-    };
-    let auth = match auth_for_domain(r.domain()) {
-        Ok(a) => a,
-        Err(e) => {
-            eprint_err(&e);
-            return 1;
-        }
+    let Some((r, auth)) = target(name) else {
+        return 1;
     };
     let say = |line: &str| {
         if to_stderr {
@@ -243,7 +268,7 @@ pub async fn pull_image(
             println!("{line}");
         }
     };
-    if !quiet && r.digest().is_none() && !name.contains(':') && !to_stderr {
+    if !quiet && !names_tag_or_digest(name) && !to_stderr {
         say("Using default tag: latest");
     }
     let req = PullRequest {
@@ -287,19 +312,8 @@ pub async fn pull(ctx: &Ctx, args: PullArgs) -> i32 {
 }
 
 async fn pull_all_tags(ctx: &Ctx, args: &PullArgs) -> i32 {
-    let r = match reference::parse(&args.name) {
-        Ok(r) => r,
-        Err(e) => {
-            eprint_err(&format!("invalid reference format: {e}"));
-            return 1;
-        }
-    };
-    let auth = match auth_for_domain(r.domain()) {
-        Ok(a) => a,
-        Err(e) => {
-            eprint_err(&e);
-            return 1;
-        }
+    let Some((r, auth)) = target(&args.name) else {
+        return 1;
     };
     let req = PullRequest {
         reference: args.name.clone(),
@@ -326,23 +340,12 @@ async fn pull_all_tags(ctx: &Ctx, args: &PullArgs) -> i32 {
 
 /// `berth push`.
 pub async fn push(ctx: &Ctx, args: PushArgs) -> i32 {
-    let r = match reference::parse(&args.name) {
-        Ok(r) => r,
-        Err(e) => {
-            eprint_err(&format!("invalid reference format: {e}"));
-            return 1;
-        }
+    let Some((r, auth)) = target(&args.name) else {
+        return 1;
     };
-    if !args.quiet && r.tag().is_some() && !args.name.contains(':') {
+    if !args.quiet && !names_tag_or_digest(&args.name) {
         println!("Using default tag: latest");
     }
-    let auth = match auth_for_domain(r.domain()) {
-        Ok(a) => a,
-        Err(e) => {
-            eprint_err(&e);
-            return 1;
-        }
-    };
     let req = PushRequest {
         reference: args.name.clone(),
         auth,
