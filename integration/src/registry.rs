@@ -48,6 +48,15 @@ impl Registry {
         Registry::start_in(dir, auth, creds)
     }
 
+    /// Starts a registry that accepts manifests whose layers name URLs on
+    /// 127.0.0.1 (foreign / non-distributable layers).
+    pub fn start_allowing_urls() -> Registry {
+        let dir = std::env::temp_dir().join(crate::unique("berth-registry"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let extra = "validation:\n  manifests:\n    urls:\n      allow:\n        - ^http://127\\.0\\.0\\.1\n";
+        Registry::start_in(dir, extra.to_string(), None)
+    }
+
     fn start_in(dir: PathBuf, auth: String, creds: Option<(&str, &str)>) -> Registry {
         for _ in 0..5 {
             let port = free_port();

@@ -710,3 +710,149 @@ fn pull_on_a_terminal_draws_progress_lines_in_place() {
         "{out:?}"
     );
 }
+
+#[test]
+fn foreign_layers_come_from_their_urls() {
+    require_root!();
+    let s = stack();
+    let reg = Registry::start_allowing_urls();
+    // The foreign layer is served by a plain HTTP server, never uploaded.
+    let files = s.dir.join("foreign-files");
+    std::fs::create_dir_all(&files).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    berth_integration::fixtures::add_file(&mut b, "etc/foreign", 0o644, b"from a URL\n");
+    let foreign_tar = b.into_inner().unwrap();
+    let gz = |data: &[u8]| {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let foreign = gz(&foreign_tar);
+    std::fs::write(files.join("layer.tar.gz"), &foreign).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(s.dir.join("http.log")).unwrap();
+    let mut server = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(&files)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "http.server did not start"
+        );
+        assert!(server.try_wait().unwrap().is_none(), "http.server exited");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _server = Kill(server);
+
+    let base_tar = std::fs::read(berth_integration::fixtures::busybox_tar_in(&s.dir)).unwrap();
+    let base = gz(&base_tar);
+    let sha = |d: &[u8]| berth_registry::sha256_digest(d);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha(&base_tar), sha(&foreign_tar)]},
+    }))
+    .unwrap();
+    let url = format!("http://127.0.0.1:{port}/layer.tar.gz");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&config), "size": config.len()},
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha(&base), "size": base.len()},
+            {"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+             "digest": sha(&foreign), "size": foreign.len(), "urls": [url]},
+        ],
+    }))
+    .unwrap();
+    // Upload what the registry holds: the base layer, config, manifest.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = berth_registry::Client::new(Default::default()).unwrap();
+        let none = berth_registry::Credentials::default();
+        for blob in [&base, &config] {
+            let berth_registry::Upload::Session(at) = c
+                .start_upload(&reg.addr, "foreign/bb", None, &none)
+                .await
+                .unwrap()
+            else {
+                panic!("no upload session");
+            };
+            c.finish_upload(
+                &reg.addr,
+                "foreign/bb",
+                &at,
+                &sha(blob),
+                bytes::Bytes::from(blob.clone()),
+                &none,
+            )
+            .await
+            .unwrap();
+        }
+        c.put_manifest(
+            &reg.addr,
+            "foreign/bb",
+            "1",
+            "application/vnd.oci.image.manifest.v1+json",
+            bytes::Bytes::from(manifest.clone()),
+            &none,
+        )
+        .await
+        .unwrap();
+    });
+    let name = format!("{}/foreign/bb:1", reg.addr);
+    let r = berth_env(&s, &["pull", &name], None);
+    assert_eq!(r.code, 0, "{r:?}\n{}\n{}", s.daemon_logs(), reg.log());
+    let served = std::fs::read_to_string(s.dir.join("http.log")).unwrap();
+    assert!(served.contains("GET /layer.tar.gz"), "{served}");
+    assert_eq!(
+        s.berth(&["run", "--rm", &name, "cat", "/etc/foreign"]).ok(),
+        "from a URL\n"
+    );
+    // Pushed elsewhere, the foreign layer is not uploaded (it stays at its
+    // URL); the rest is.
+    let copy = format!("{}/foreign/copy:1", reg.addr);
+    s.berth(&["tag", &name, &copy]).ok();
+    let r = berth_env(&s, &["push", &copy], None);
+    assert_eq!(r.code, 0, "{r:?}\n{}", reg.log());
+    assert!(r.stdout.contains("Skipped foreign layer"), "{r:?}");
+    rt.block_on(async {
+        let c = berth_registry::Client::new(Default::default()).unwrap();
+        let none = berth_registry::Credentials::default();
+        let (foreign_d, config_d) = (sha(&foreign), sha(&config));
+        let foreign_there = c
+            .blob_exists(&reg.addr, "foreign/copy", &foreign_d, &none)
+            .await
+            .unwrap();
+        assert!(foreign_there.is_none(), "the foreign layer was uploaded");
+        let config_there = c
+            .blob_exists(&reg.addr, "foreign/copy", &config_d, &none)
+            .await
+            .unwrap();
+        assert!(config_there.is_some());
+    });
+}

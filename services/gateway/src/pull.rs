@@ -162,6 +162,9 @@ fn short_digest(d: &str) -> String {
 struct Source {
     host: String,
     repo: String,
+    /// `urls` of foreign / non-distributable layers, by digest: where the
+    /// spec lets a client fetch them from.
+    foreign_urls: HashMap<String, Vec<String>>,
 }
 
 impl Inner {
@@ -211,9 +214,10 @@ impl Inner {
                 berth_registry::Error::Transport("no registry endpoint".into())
             })));
         };
-        let src = Source {
+        let mut src = Source {
             host,
             repo: r.path().to_string(),
+            foreign_urls: HashMap::new(),
         };
         if r.digest().is_none() {
             send(progress(&want, format!("Pulling from {}", r.path()))).await;
@@ -259,6 +263,21 @@ impl Inner {
             .iter()
             .map(descriptor)
             .collect::<Result<_>>()?;
+        for l in manifest["layers"].as_array().into_iter().flatten() {
+            let kind = l["mediaType"].as_str().unwrap_or("");
+            let urls: Vec<String> = l["urls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u.as_str())
+                .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+                .map(String::from)
+                .collect();
+            if media::is_foreign_layer(kind) && !urls.is_empty() {
+                let d = l["digest"].as_str().unwrap_or("").to_string();
+                src.foreign_urls.insert(d, urls);
+            }
+        }
 
         // The config, then the manifest: the image is readable only when
         // everything it points at is stored.
@@ -445,9 +464,6 @@ impl Inner {
             Err(s) if s.code() == Code::NotFound => {}
             Err(s) => return Err(Error::service("content")(s)),
         }
-        if media::is_foreign_layer(&layer.media_type) {
-            tracing::info!(%digest, "foreign layer: fetched from the registry");
-        }
         let ingest = format!("pull-{}", digest.trim_start_matches("sha256:"));
         let mut attempt = 0;
         loop {
@@ -497,14 +513,29 @@ impl Inner {
             Err(s) if s.code() == Code::NotFound => 0,
             Err(s) => return Err(Attempt::fatal(Error::service("content")(s))),
         };
-        let (resp, start) = self
-            .registry
-            .blob(&src.host, &src.repo, digest, offset, creds)
-            .await
-            .map_err(|e| Attempt {
-                transient: e.is_transient(),
-                error: registry_error(e),
-            })?;
+        // A foreign layer comes from its URLs when one answers (as Docker
+        // does), else from the registry.
+        let mut from_url = None;
+        for url in src.foreign_urls.get(digest).into_iter().flatten() {
+            match self.registry.fetch_url(url, offset).await {
+                Ok(got) => {
+                    from_url = Some(got);
+                    break;
+                }
+                Err(e) => tracing::warn!(%digest, url, "foreign layer URL failed: {e}"),
+            }
+        }
+        let (resp, start) = match from_url {
+            Some(got) => got,
+            None => self
+                .registry
+                .blob(&src.host, &src.repo, digest, offset, creds)
+                .await
+                .map_err(|e| Attempt {
+                    transient: e.is_transient(),
+                    error: registry_error(e),
+                })?,
+        };
         if start != offset {
             // The registry sent the whole blob: start the ingest over.
             let _ = self

@@ -446,6 +446,25 @@ impl Client {
         }
     }
 
+    /// Starts fetching a blob from a plain URL (a foreign layer's `urls`),
+    /// without credentials, from `offset`. Like [`Client::blob`], returns
+    /// where the data really starts.
+    pub async fn fetch_url(&self, url: &str, offset: u64) -> Result<(Response, u64)> {
+        let mut req = self.http.get(url);
+        if offset > 0 {
+            req = req.header("Range", format!("bytes={offset}-"));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Error::Transport(describe_transport(&e)))?;
+        match resp.status() {
+            StatusCode::PARTIAL_CONTENT => Ok((resp, offset)),
+            s if s.is_success() => Ok((resp, 0)),
+            _ => Err(Self::fail(resp).await),
+        }
+    }
+
     /// Fetches a small blob (a config) whole and checks its digest.
     pub async fn blob_bytes(
         &self,
