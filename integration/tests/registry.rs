@@ -856,3 +856,62 @@ fn foreign_layers_come_from_their_urls() {
         assert!(config_there.is_some());
     });
 }
+
+#[test]
+fn info_shows_the_engine_and_registry_logins() {
+    require_root!();
+    let reg = Registry::start(Some(("infouser", "inf0-pw")));
+    let s = Stack::start_with_env(
+        Mode::AllInOne,
+        &[("BERTH_INSECURE_REGISTRIES", "registry.test:5000")],
+    );
+    std::fs::create_dir_all(s.dir.join("berth-config")).unwrap();
+    s.import_busybox("busybox");
+    s.berth(&["run", "-d", "--name", "inf1", "busybox", "sleep", "1000"])
+        .ok();
+    s.berth(&["create", "--name", "inf2", "busybox", "true"])
+        .ok();
+    let r = berth_env(
+        &s,
+        &["login", "-u", "infouser", "--password-stdin", &reg.addr],
+        Some(b"inf0-pw\n"),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = berth_env(&s, &["info"], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    for want in [
+        " Containers: 2",
+        "  Running: 1",
+        "  Stopped: 1",
+        " Images: 1",
+        " Storage Driver: overlayfs",
+        " Cgroup Driver: cgroupfs",
+        " Logging Driver: json-file",
+        "  registry.test:5000",
+        &format!("  {}: infouser", reg.addr),
+    ] {
+        assert!(r.stdout.contains(want), "{want:?} not in {r:?}");
+    }
+    let cg = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "2"
+    } else {
+        "1"
+    };
+    assert!(
+        r.stdout.contains(&format!(" Cgroup Version: {cg}")),
+        "{r:?}"
+    );
+    assert!(!r.stdout.contains("inf0-pw"));
+    let r = berth_env(
+        &s,
+        &[
+            "info",
+            "--format",
+            "{{.ContainersRunning}} {{.Driver}} {{json .Warnings}}",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.starts_with("1 overlayfs ["), "{r:?}");
+    s.berth(&["rm", "-f", "inf1", "inf2"]).ok();
+}

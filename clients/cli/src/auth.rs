@@ -282,6 +282,27 @@ pub fn erase(domain: &str) -> Result<bool, String> {
     Ok(had)
 }
 
+/// Registries with stored credentials, and the user for each (for
+/// `info`), from berth's file and Docker's.
+pub fn logins() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for path in [berth_config_path(), docker_config_path()] {
+        let Ok(cfg) = load(&path) else { continue };
+        for key in cfg.auths.keys() {
+            if out.iter().any(|(k, _)| k == key) {
+                continue;
+            }
+            let user = match lookup(key) {
+                Ok(Some(a)) if !a.username.is_empty() => a.username,
+                Ok(Some(_)) => "<token>".to_string(),
+                _ => continue,
+            };
+            out.push((key.clone(), user));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

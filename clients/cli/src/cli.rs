@@ -70,6 +70,8 @@ pub enum Command {
     Search(crate::cmd::registry::SearchArgs),
     /// Show the berth version information
     Version,
+    /// Display system-wide information
+    Info(crate::cmd::system::InfoArgs),
     /// Get real time events from the server
     Events(crate::cmd::lifecycle::EventsArgs),
     /// Restart one or more containers

@@ -292,6 +292,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Logout(_) => "logout",
         Command::Search(_) => "search",
         Command::Version => "version",
+        Command::Info(_) => "info",
         Command::Events(_) => "events",
         Command::Restart(_) => "restart",
         Command::Rename(_) => "rename",
@@ -364,6 +365,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> i32 {
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(ctx, a).await,
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(ctx, a).await,
         Command::Version => system::version(ctx).await,
+        Command::Info(a) => system::info(ctx, a).await,
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => {
             cmd::registry::pull(ctx, a).await
         }
