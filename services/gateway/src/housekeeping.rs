@@ -43,6 +43,17 @@ impl Inner {
             .map(|u| u.into_inner().size.max(0))
     }
 
+    /// The size of an unpacked layer (by chain ID) as the image sizes count
+    /// it (bytes of its uncompressed tar, recorded at unpack); the
+    /// snapshot's disk usage, then `fallback`, for layers unpacked before
+    /// sizes were recorded.
+    pub(crate) async fn layer_size(&self, ns: &str, chain_id: &str, fallback: i64) -> i64 {
+        if let Ok(Some(s)) = self.store.image_size(&format!("layer/{chain_id}")) {
+            return s as i64;
+        }
+        self.snapshot_usage(ns, chain_id).await.unwrap_or(fallback)
+    }
+
     /// `docker history`: the config's history, newest first, with the size
     /// of the layer each non-empty entry made.
     pub(crate) async fn history(&self, ns: &str, reference: &str) -> Result<HistoryResponse> {
@@ -62,8 +73,7 @@ impl Inner {
         let chain = info.chain_ids();
         let mut sizes = Vec::with_capacity(chain.len());
         for (i, c) in chain.iter().enumerate() {
-            let s = self.snapshot_usage(ns, c).await;
-            sizes.push(s.unwrap_or(info.layers[i].size));
+            sizes.push(self.layer_size(ns, c, info.layers[i].size).await);
         }
         let history: Vec<Value> = info.config["history"]
             .as_array()
@@ -238,10 +248,7 @@ impl Inner {
         for (info, _) in &images {
             for (i, c) in info.chain_ids().into_iter().enumerate() {
                 if !layer_size.contains_key(&c) {
-                    let s = self
-                        .snapshot_usage(ns, &c)
-                        .await
-                        .unwrap_or(info.layers[i].size);
+                    let s = self.layer_size(ns, &c, info.layers[i].size).await;
                     layer_size.insert(c.clone(), s);
                 }
                 *users.entry(c).or_default() += 1;

@@ -440,6 +440,10 @@ impl Inner {
                     )));
                 }
                 total += resp.size.max(0) as u64;
+                // Per layer too, for history and disk usage.
+                let _ = self
+                    .store
+                    .put_image_size(&format!("layer/{chain_id}"), resp.size.max(0) as u64);
                 match self
                     .snapshots
                     .clone()
