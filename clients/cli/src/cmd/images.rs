@@ -141,7 +141,7 @@ fn find_image<'a>(
     };
     images
         .iter()
-        .find(|i| i.repo_tags.iter().any(|t| *t == with_tag))
+        .find(|i| i.repo_tags.contains(&with_tag))
         .or_else(|| {
             let hex = name.strip_prefix("sha256:").unwrap_or(name);
             if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
