@@ -1314,3 +1314,56 @@ async fn gc_removes_idle_ingests_only() {
     assert_eq!(s.ingest_count(), 0);
     s.shutdown().await;
 }
+
+/// Collections running all the time while a "pull" commits blobs into its
+/// lease (and adds one that was there already) never lose a held blob,
+/// whatever the interleaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_running_during_leased_writes_loses_nothing() {
+    let dir = tmp();
+    let s = std::sync::Arc::new(Stack::start(dir.path()));
+    s.lease("pull-race", 0).await;
+    let present = s.put("present-race", b"was here before").await.digest;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (s, done) = (s.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut runs = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) || runs == 0 {
+                s.gc().await;
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let mut written = Vec::new();
+    for i in 0..40 {
+        let data = format!("blob number {i}").into_bytes();
+        written.push(s.put_leased("pull-race", &data).await.unwrap().digest);
+        if i == 20 {
+            // Found present: held from now on, or NotFound if it went.
+            let r = s
+                .svc
+                .add_lease_resource(Request::new(AddLeaseResourceRequest {
+                    lease: "pull-race".into(),
+                    digest: present.clone(),
+                }))
+                .await;
+            match r {
+                Ok(_) => written.push(present.clone()),
+                Err(e) => assert_eq!(e.code(), Code::NotFound),
+            }
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(collector.await.unwrap() > 0);
+    s.gc().await;
+    for d in &written {
+        assert!(s.has(d), "held blob {d} was collected");
+    }
+    std::sync::Arc::try_unwrap(s)
+        .ok()
+        .expect("no other handle")
+        .shutdown()
+        .await;
+}
