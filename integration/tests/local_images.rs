@@ -939,3 +939,22 @@ fn import_from_a_url() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("only http:// and https://"), "{r:?}");
 }
+
+#[test]
+fn save_load_prune_and_gc_with_split_services() {
+    require_root!();
+    let s = Stack::start(Mode::Split);
+    let name = format!("{}:1", unique("splitbb"));
+    let id = s.import_busybox(&name);
+    let out = s.cmd().args(["save", &name]).output().expect("berth save");
+    assert!(out.status.success(), "{out:?}");
+    s.berth(&["rmi", &name]).ok();
+    assert!(blobs(&s).is_empty(), "rmi left blobs: {:?}", blobs(&s));
+    let r = s.berth_stdin(&["load"], &out.stdout);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(inspect(&s, &name, "{{.Id}}"), id);
+    assert_eq!(s.run(&[&name, "echo", "split"]).ok(), "split\n");
+    let r = s.berth(&["image", "prune", "-a", "-f"]).ok();
+    assert!(r.contains(&format!("untagged: {name}\n")), "{r}");
+    assert!(blobs(&s).is_empty(), "prune left blobs: {:?}", blobs(&s));
+}
