@@ -129,6 +129,7 @@ fn blob_with_wrong_digest_is_never_committed() {
             data: b"hello".to_vec(),
             commit: true,
             labels: Default::default(),
+            lease: String::new(),
         }];
         let err = c.write(futures::stream::iter(msgs)).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");

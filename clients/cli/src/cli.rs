@@ -68,6 +68,15 @@ pub enum Command {
     Logout(crate::cmd::registry::LogoutArgs),
     /// Search Docker Hub (or HOST/TERM: another registry) for images
     Search(crate::cmd::registry::SearchArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(crate::cmd::imagestore::SaveArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(crate::cmd::imagestore::LoadArgs),
+    /// Show the history of an image
+    History(crate::cmd::imagestore::HistoryArgs),
+    /// Manage berth
+    #[command(subcommand, arg_required_else_help = true)]
+    System(SystemCommand),
     /// Show the berth version information
     Version,
     /// Display system-wide information
@@ -129,6 +138,22 @@ pub enum ImageCommand {
     Pull(crate::cmd::registry::PullArgs),
     /// Upload an image to a registry
     Push(crate::cmd::registry::PushArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(crate::cmd::imagestore::SaveArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(crate::cmd::imagestore::LoadArgs),
+    /// Show the history of an image
+    History(crate::cmd::imagestore::HistoryArgs),
+    /// Remove unused images
+    Prune(crate::cmd::imagestore::ImagePruneArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Remove unused data
+    Prune(crate::cmd::imagestore::SystemPruneArgs),
+    /// Show berth disk usage
+    Df(crate::cmd::imagestore::DfArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -458,10 +483,13 @@ pub struct ImagesArgs {
     /// Don't truncate output
     #[arg(long = "no-trunc")]
     pub no_trunc: bool,
+    /// Show digests
+    #[arg(long)]
+    pub digests: bool,
     /// Format output using a custom template ("table", "json" or a Go template)
     #[arg(long, value_name = "string")]
     pub format: Option<String>,
-    /// Filter output based on conditions provided (dangling, reference, label)
+    /// Filter output based on conditions provided (dangling, reference, label, before, since)
     #[arg(short = 'f', long = "filter", value_name = "filter")]
     pub filter: Vec<String>,
     /// Only list images of this repository (and tag)

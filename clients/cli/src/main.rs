@@ -15,7 +15,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use tracing::Instrument;
 
-use cli::{Cli, Command, ContainerCommand, ImageCommand, DEFAULT_HOST};
+use cli::{Cli, Command, ContainerCommand, ImageCommand, SystemCommand, DEFAULT_HOST};
 use ctx::Ctx;
 
 /// Exit code of docker's engine-side errors for run/create (and of flag
@@ -291,6 +291,10 @@ fn command_name(c: &Command) -> &'static str {
         Command::Login(_) => "login",
         Command::Logout(_) => "logout",
         Command::Search(_) => "search",
+        Command::Save(_) => "save",
+        Command::Load(_) => "load",
+        Command::History(_) => "history",
+        Command::System(_) => "system",
         Command::Version => "version",
         Command::Info(_) => "info",
         Command::Events(_) => "events",
@@ -375,6 +379,18 @@ async fn dispatch(ctx: &Ctx, command: Command) -> i32 {
         Command::Login(a) => cmd::registry::login(ctx, a).await,
         Command::Logout(a) => cmd::registry::logout(a).await,
         Command::Search(a) => cmd::registry::search(ctx, a).await,
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => {
+            cmd::imagestore::save(ctx, a).await
+        }
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => {
+            cmd::imagestore::load(ctx, a).await
+        }
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => {
+            cmd::imagestore::history(ctx, a).await
+        }
+        Command::Image(ImageCommand::Prune(a)) => cmd::imagestore::prune_images(ctx, a).await,
+        Command::System(SystemCommand::Prune(a)) => cmd::imagestore::prune_system(ctx, a).await,
+        Command::System(SystemCommand::Df(a)) => cmd::imagestore::df(ctx, a).await,
         Command::Events(a) => cmd::lifecycle::events(ctx, a).await,
         Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
             cmd::lifecycle::restart(ctx, a).await

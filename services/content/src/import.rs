@@ -151,10 +151,13 @@ fn invalid_tar(e: impl std::fmt::Display) -> Error {
 impl ImportWriter {
     /// Starts an import in a fresh, ephemeral ingest (deleted unless
     /// committed).
-    pub(crate) fn new(store: &Arc<Store>) -> Result<Self> {
+    /// The committed layer is held by `lease`.
+    pub(crate) fn new(store: &Arc<Store>, lease: &str) -> Result<Self> {
         let reference = format!("import-{:016x}", rand::random::<u64>());
+        let mut ingest = store.open_ingest(&reference, None, 0, true)?;
+        ingest.lease = Some(lease.to_string());
         Ok(ImportWriter {
-            ingest: store.open_ingest(&reference, None, 0, true)?,
+            ingest,
             mode: Mode::Undecided(Vec::new()),
         })
     }
@@ -246,20 +249,29 @@ fn descriptor(media: &str, d: &Digest, size: u64) -> Descriptor {
     }
 }
 
-/// Stores `bytes` as a blob through the verified ingest/commit path.
-pub(crate) fn put_blob(store: &Arc<Store>, media: &str, bytes: &[u8]) -> Result<Descriptor> {
+/// Stores `bytes` as a blob through the verified ingest/commit path, held
+/// by `lease`.
+pub(crate) fn put_blob(
+    store: &Arc<Store>,
+    media: &str,
+    bytes: &[u8],
+    lease: &str,
+) -> Result<Descriptor> {
     let expected = Digest::of(bytes);
     let reference = format!("put-{}-{:016x}", expected.hex(), rand::random::<u64>());
     let mut ing = store.open_ingest(&reference, Some(&expected), bytes.len() as i64, true)?;
+    ing.lease = Some(lease.to_string());
     ing.append(0, bytes)?;
     let (d, size) = ing.commit(0, HashMap::new())?;
     Ok(descriptor(media, &d, size))
 }
 
-/// Builds and stores config and manifest for the committed layer, and the
-/// image record when a name is given.
+/// Builds and stores config and manifest for the committed layer (held by
+/// `lease`), and the image record when a name is given.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn finalize(
     store: &Arc<Store>,
+    lease: &str,
     ns: &str,
     header: &ImportHeader,
     name: Option<String>,
@@ -302,7 +314,7 @@ pub(crate) fn finalize(
         }],
     };
     let config_json = serde_json::to_vec(&config).map_err(|e| Error::Internal(e.to_string()))?;
-    let config_desc = put_blob(store, MEDIA_CONFIG, &config_json)?;
+    let config_desc = put_blob(store, MEDIA_CONFIG, &config_json, lease)?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: MEDIA_MANIFEST.into(),
@@ -319,7 +331,7 @@ pub(crate) fn finalize(
     };
     let manifest_json =
         serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-    let manifest_desc = put_blob(store, MEDIA_MANIFEST, &manifest_json)?;
+    let manifest_desc = put_blob(store, MEDIA_MANIFEST, &manifest_json, lease)?;
     let image = match name {
         Some(name) => Some(store.put_image(
             ns,

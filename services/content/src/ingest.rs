@@ -53,6 +53,8 @@ pub(crate) struct Ingest {
     /// keep it so that the client can resume.
     ephemeral: bool,
     done: bool,
+    /// The lease that holds the blob once committed.
+    pub(crate) lease: Option<String>,
     _lock: RefLock,
 }
 
@@ -130,6 +132,7 @@ impl Store {
             meta,
             ephemeral,
             done: false,
+            lease: None,
             _lock: lock,
         })
     }
@@ -286,7 +289,9 @@ impl Ingest {
         self.file
             .sync_all()
             .ctx(|| format!("fsync {}", data.display()))?;
-        self.store.commit_file(&data, &actual, self.size, labels)?;
+        let lease = self.lease.clone();
+        self.store
+            .commit_file(&data, &actual, self.size, labels, lease.as_deref())?;
         let size = self.size;
         self.discard()?;
         Ok((actual, size))
@@ -313,7 +318,7 @@ impl Drop for Ingest {
     }
 }
 
-fn read_meta(dir: &Path) -> Result<Option<IngestMeta>> {
+pub(crate) fn read_meta(dir: &Path) -> Result<Option<IngestMeta>> {
     let p = dir.join("meta");
     match fs::read(&p) {
         Ok(b) => serde_json::from_slice(&b)

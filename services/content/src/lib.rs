@@ -8,12 +8,13 @@
 //! - `ingest/<sha256 of ref>/{data,meta}`: blobs being written; they survive
 //!   a dropped stream and a restart, so a write can resume at
 //!   `Status().offset`;
-//! - `metadata.redb`: blob labels and creation times, and image records
-//!   keyed by (namespace, full name).
+//! - `metadata.redb`: blob labels and creation times, image records keyed
+//!   by (namespace, full name), and leases (see [`gc`]).
 
 pub mod changes;
 pub mod digest;
 mod error;
+pub mod gc;
 pub mod import;
 mod ingest;
 mod service;

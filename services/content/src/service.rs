@@ -8,8 +8,10 @@ use berth_common::reference;
 use berth_proto::content::v1::content_server::Content;
 use berth_proto::content::v1::import_image_request::Payload;
 use berth_proto::content::v1::{
-    AbortRequest, DeleteImageRequest, DeleteRequest, GetImageRequest, Image, ImportImageRequest,
-    ImportImageResponse, InfoRequest, InfoResponse, ListImagesRequest, ListImagesResponse,
+    AbortRequest, AddLeaseResourceRequest, CreateLeaseRequest, DeleteImageRequest,
+    DeleteLeaseRequest, DeleteRequest, GarbageCollectRequest, GarbageCollectResponse,
+    GetImageRequest, Image, ImportImageRequest, ImportImageResponse, InfoRequest, InfoResponse,
+    Lease, ListImagesRequest, ListImagesResponse, ListLeasesRequest, ListLeasesResponse,
     ListRequest, ListResponse, PutImageRequest, ReadRequest, ReadResponse, StatusRequest,
     StatusResponse, WriteRequest, WriteResponse,
 };
@@ -72,8 +74,13 @@ impl ContentService {
         let total = msg.total;
         let store = self.store.clone();
         let r = reference.clone();
-        let mut ing =
-            blocking(move || store.open_ingest(&r, expected.as_ref(), total, false)).await?;
+        let lease = Some(msg.lease.clone()).filter(|l| !l.is_empty());
+        let mut ing = blocking(move || {
+            let mut ing = store.open_ingest(&r, expected.as_ref(), total, false)?;
+            ing.lease = lease;
+            Ok(ing)
+        })
+        .await?;
         let mut labels = std::collections::HashMap::new();
         loop {
             let expected = parse_opt(&msg.expected)?;
@@ -149,9 +156,39 @@ impl ContentService {
             n => Some(image_name(n)?),
         };
         let run = apply_changes(&header.changes)?;
+        // The blobs are held by the caller's lease, or by one of ours until
+        // the image record exists.
+        let (lease, own_lease) = if header.lease.is_empty() {
+            let store = self.store.clone();
+            let expires = berth_common::time::now_unix() + 3600;
+            let l = blocking(move || store.create_lease("", expires)).await?;
+            (l.id, true)
+        } else {
+            (header.lease.clone(), false)
+        };
+        let resp = self
+            .import_into(ns, header, name, run, &lease, &mut stream)
+            .await;
+        if own_lease {
+            let store = self.store.clone();
+            let _ = blocking(move || store.delete_lease(&lease)).await;
+        }
+        resp
+    }
+
+    async fn import_into(
+        &self,
+        ns: String,
+        header: berth_proto::content::v1::ImportHeader,
+        name: Option<String>,
+        run: crate::changes::RunConfig,
+        lease: &str,
+        stream: &mut Streaming<ImportImageRequest>,
+    ) -> Result<ImportImageResponse, Status> {
         let store = self.store.clone();
+        let l = lease.to_string();
         // Dropping the writer on any error path deletes its ingest.
-        let mut w = blocking(move || ImportWriter::new(&store)).await?;
+        let mut w = blocking(move || ImportWriter::new(&store, &l)).await?;
         while let Some(m) = stream.message().await? {
             match m.payload {
                 Some(Payload::Data(d)) if !d.is_empty() => {
@@ -168,9 +205,10 @@ impl ContentService {
             }
         }
         let store = self.store.clone();
+        let lease = lease.to_string();
         let resp = blocking(move || {
             let (layer, diff_id) = w.finish()?;
-            finalize(&store, &ns, &header, name, run, layer, diff_id)
+            finalize(&store, &lease, &ns, &header, name, run, layer, diff_id)
         })
         .await?;
         Ok(resp)
@@ -331,18 +369,9 @@ impl Content for ContentService {
             .target
             .as_ref()
             .ok_or_else(|| Error::invalid(format!("image {:?} needs a target", img.name)))?;
-        let d = Digest::parse(&target.digest)?;
+        Digest::parse(&target.digest)?;
         let store = self.store.clone();
-        let img = blocking(move || {
-            if !store.has_blob(&d) {
-                return Err(Error::FailedPrecondition(format!(
-                    "target {d} of image {:?} is not in the content store",
-                    img.name
-                )));
-            }
-            store.put_image(&ns, img)
-        })
-        .await?;
+        let img = blocking(move || store.put_image(&ns, img)).await?;
         Ok(Response::new(img))
     }
 
@@ -376,5 +405,60 @@ impl Content for ContentService {
         let store = self.store.clone();
         blocking(move || store.delete_image(&ns, &name)).await?;
         Ok(Response::new(Empty {}))
+    }
+
+    async fn create_lease(
+        &self,
+        request: Request<CreateLeaseRequest>,
+    ) -> Result<Response<Lease>, Status> {
+        let r = request.into_inner();
+        let store = self.store.clone();
+        let lease = blocking(move || store.create_lease(&r.id, r.expires_at)).await?;
+        Ok(Response::new(lease))
+    }
+
+    async fn delete_lease(
+        &self,
+        request: Request<DeleteLeaseRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let id = request.into_inner().id;
+        let store = self.store.clone();
+        blocking(move || store.delete_lease(&id)).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_leases(
+        &self,
+        _request: Request<ListLeasesRequest>,
+    ) -> Result<Response<ListLeasesResponse>, Status> {
+        let store = self.store.clone();
+        let leases = blocking(move || store.list_leases()).await?;
+        Ok(Response::new(ListLeasesResponse { leases }))
+    }
+
+    async fn add_lease_resource(
+        &self,
+        request: Request<AddLeaseResourceRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let r = request.into_inner();
+        let d = Digest::parse(&r.digest)?;
+        let store = self.store.clone();
+        blocking(move || store.add_lease_resource(&r.lease, &d)).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn garbage_collect(
+        &self,
+        request: Request<GarbageCollectRequest>,
+    ) -> Result<Response<GarbageCollectResponse>, Status> {
+        let max_age = request.into_inner().ingest_max_age;
+        let store = self.store.clone();
+        let report = blocking(move || store.gc(max_age)).await?;
+        Ok(Response::new(GarbageCollectResponse {
+            reclaimed: report.deleted.iter().map(|b| b.size).sum(),
+            deleted: report.deleted,
+            expired_leases: report.expired_leases,
+            removed_ingests: report.removed_ingests,
+        }))
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use berth_proto::content::v1::{BlobInfo, Image};
 use prost::Message;
@@ -19,14 +19,19 @@ use crate::error::{db, Error, IoContext, Result};
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 /// Image records: (namespace, full name) → encoded [`Image`].
 const IMAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("images");
+/// The image records table, for the garbage collector.
+pub(crate) const IMAGES_TABLE: TableDefinition<(&str, &str), &[u8]> = IMAGES;
 
 /// The content store of one berthd root.
 pub(crate) struct Store {
     pub(crate) blobs_dir: PathBuf,
     pub(crate) ingest_dir: PathBuf,
-    db: Database,
+    pub(crate) db: Database,
     /// Refs with a writer attached right now.
-    locks: Mutex<HashSet<String>>,
+    pub(crate) locks: Mutex<HashSet<String>>,
+    /// Taken exclusively by garbage collection, shared by everything that
+    /// adds a reference (commits, leases, image records); see `gc.rs`.
+    pub(crate) gc_lock: RwLock<()>,
 }
 
 /// Holds the write lock of an ingest ref; released on drop.
@@ -56,12 +61,15 @@ impl Store {
         let tx = database.begin_write().map_err(db)?;
         tx.open_table(BLOBS).map_err(db)?;
         tx.open_table(IMAGES).map_err(db)?;
+        tx.open_table(crate::gc::LEASES).map_err(db)?;
+        tx.open_table(crate::gc::LEASE_RESOURCES).map_err(db)?;
         tx.commit().map_err(db)?;
         let store = Store {
             blobs_dir,
             ingest_dir,
             db: database,
             locks: Mutex::new(HashSet::new()),
+            gc_lock: RwLock::new(()),
         };
         store.clean_ingests()?;
         Ok(store)
@@ -96,14 +104,24 @@ impl Store {
 
     /// Makes the fsynced file `src` the blob `d` (atomically, by rename) and
     /// records its metadata. When the blob exists already, `src` is removed
-    /// and only the labels are merged.
+    /// and only the labels are merged. With a lease, the blob is added to it
+    /// in the same step, excluded from garbage collection (see `gc.rs`).
     pub(crate) fn commit_file(
         &self,
         src: &Path,
         d: &Digest,
         size: u64,
         labels: std::collections::HashMap<String, String>,
+        lease: Option<&str>,
     ) -> Result<()> {
+        let _gc = self.gc_shared();
+        if let Some(l) = lease {
+            if !self.has_lease(l)? {
+                return Err(Error::FailedPrecondition(format!(
+                    "lease {l:?} not found (expired and collected?)"
+                )));
+            }
+        }
         let dst = self.blob_path(d);
         if dst.is_file() {
             fs::remove_file(src).ctx(|| format!("remove {}", src.display()))?;
@@ -136,6 +154,9 @@ impl Store {
                 .map_err(db)?;
         }
         tx.commit().map_err(db)?;
+        if let Some(l) = lease {
+            self.add_lease_resource_locked(l, d)?;
+        }
         Ok(())
     }
 
@@ -238,6 +259,19 @@ impl Store {
     /// Creates or replaces an image record; keeps `created_at` of a record it
     /// replaces. Returns the stored record.
     pub(crate) fn put_image(&self, ns: &str, mut img: Image) -> Result<Image> {
+        let _gc = self.gc_shared();
+        if let Some(d) = img
+            .target
+            .as_ref()
+            .and_then(|t| Digest::parse(&t.digest).ok())
+        {
+            if !self.has_blob(&d) {
+                return Err(Error::FailedPrecondition(format!(
+                    "target {d} of image {:?} is not in the content store",
+                    img.name
+                )));
+            }
+        }
         let now = berth_common::time::now_unix();
         let tx = self.db.begin_write().map_err(db)?;
         {

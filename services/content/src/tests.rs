@@ -993,3 +993,377 @@ async fn state_survives_restart() {
     assert_eq!(s.ingest_count(), 0);
     s.shutdown().await;
 }
+
+// ---- leases and garbage collection ----
+
+impl Stack {
+    async fn gc(&self) -> GarbageCollectResponse {
+        self.svc
+            .garbage_collect(Request::new(GarbageCollectRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn lease(&self, id: &str, expires_at: i64) -> Lease {
+        self.svc
+            .create_lease(Request::new(CreateLeaseRequest {
+                id: id.into(),
+                expires_at,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Writes `data` in one message, committed into `lease`.
+    async fn put_leased(&self, lease: &str, data: &[u8]) -> Result<WriteResponse, tonic::Status> {
+        self.write(vec![WriteRequest {
+            r#ref: format!("leased-{}", &sha(data)[7..19]),
+            expected: sha(data),
+            total: data.len() as i64,
+            data: data.to_vec(),
+            commit: true,
+            lease: lease.into(),
+            ..Default::default()
+        }])
+        .await
+    }
+
+    fn has(&self, digest: &str) -> bool {
+        self.root
+            .join("content/blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+            .exists()
+    }
+
+    async fn put_image_rec(&self, ns: &str, name: &str, target: &str, labels: &[(&str, &str)]) {
+        self.svc
+            .put_image(berth_common::request(
+                ns,
+                PutImageRequest {
+                    image: Some(Image {
+                        name: name.into(),
+                        target: Some(Descriptor {
+                            media_type: MEDIA_MANIFEST.into(),
+                            digest: target.into(),
+                            size: 0,
+                            annotations: Default::default(),
+                        }),
+                        labels: labels
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+/// A manifest JSON naming `config` and `layers`.
+fn manifest_json(config: &str, layers: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": {"mediaType": MEDIA_CONFIG, "digest": config, "size": 2},
+        "layers": layers.iter().map(|l| serde_json::json!({
+            "mediaType": MEDIA_LAYER_TAR, "digest": l, "size": 1})).collect::<Vec<_>>(),
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn gc_keeps_what_images_reference_in_any_namespace() {
+    let dir = tmp();
+    let s = Stack::start(dir.path());
+    let shared = s.put("l-shared", b"shared layer").await.digest;
+    let only_a = s.put("l-a", b"layer of a").await.digest;
+    let cfg_a = s.put("c-a", b"{\"a\":1}").await.digest;
+    let cfg_b = s.put("c-b", b"{\"b\":1}").await.digest;
+    let man_a = s
+        .put("m-a", &manifest_json(&cfg_a, &[&shared, &only_a]))
+        .await
+        .digest;
+    let man_b = s
+        .put("m-b", &manifest_json(&cfg_b, &[&shared]))
+        .await
+        .digest;
+    let index = s
+        .put(
+            "i-b",
+            &serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "manifests": [{"mediaType": MEDIA_MANIFEST, "digest": man_b, "size": 1}],
+            }))
+            .unwrap(),
+        )
+        .await
+        .digest;
+    let stray = s.put("stray", b"nobody's").await.digest;
+    s.put_image_rec("ns-a", "a:1", &man_a, &[]).await;
+    s.put_image_rec("ns-b", "b:1", &man_b, &[("org.berth.repo-digest", &index)])
+        .await;
+
+    let r = s.gc().await;
+    let deleted: Vec<&str> = r.deleted.iter().map(|b| b.digest.as_str()).collect();
+    assert_eq!(deleted, vec![stray.as_str()]);
+    assert_eq!(r.reclaimed, b"nobody's".len() as i64);
+    for d in [&shared, &only_a, &cfg_a, &cfg_b, &man_a, &man_b, &index] {
+        assert!(s.has(d), "{d} was collected");
+    }
+
+    // The last user of a blob goes: it goes; what another namespace uses stays.
+    s.svc
+        .delete_image(berth_common::request(
+            "ns-a",
+            DeleteImageRequest { name: "a:1".into() },
+        ))
+        .await
+        .unwrap();
+    s.gc().await;
+    for d in [&only_a, &cfg_a, &man_a] {
+        assert!(!s.has(d), "{d} should be collected");
+    }
+    for d in [&shared, &cfg_b, &man_b, &index] {
+        assert!(s.has(d), "{d} was collected");
+    }
+    s.svc
+        .delete_image(berth_common::request(
+            "ns-b",
+            DeleteImageRequest { name: "b:1".into() },
+        ))
+        .await
+        .unwrap();
+    s.gc().await;
+    assert_eq!(s.blob_count(), 0);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn leases_hold_blobs_until_deleted_or_expired() {
+    let dir = tmp();
+    let s = Stack::start(dir.path());
+    let now = berth_common::time::now_unix();
+    s.lease("pull-1", now + 3600).await;
+    // What a pull writes first (layers, config) is held before the manifest
+    // and the record exist.
+    let layer = s.put_leased("pull-1", b"a layer").await.unwrap().digest;
+    // A blob that was there already is added to the lease.
+    let present = s.put("present", b"already here").await.digest;
+    s.svc
+        .add_lease_resource(Request::new(AddLeaseResourceRequest {
+            lease: "pull-1".into(),
+            digest: present.clone(),
+        }))
+        .await
+        .unwrap();
+    // A missing blob cannot be added: the caller learns it must fetch it.
+    let err = s
+        .svc
+        .add_lease_resource(Request::new(AddLeaseResourceRequest {
+            lease: "pull-1".into(),
+            digest: sha(b"not here"),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let r = s.gc().await;
+    assert!(r.deleted.is_empty(), "{r:?}");
+    assert!(s.has(&layer) && s.has(&present));
+
+    // A commit into a lease that does not exist is refused, nothing kept.
+    let err = s.put_leased("nope", b"orphan").await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(!s.has(&sha(b"orphan")));
+
+    // Creating it again only moves the expiry; resources stay.
+    let l = s.lease("pull-1", now + 7200).await;
+    assert_eq!(l.resources.len(), 2);
+    assert_eq!(l.expires_at, now + 7200);
+
+    // An expired lease holds nothing and is removed.
+    s.lease("pull-1", now - 1).await;
+    let r = s.gc().await;
+    assert_eq!(r.expired_leases, vec!["pull-1".to_string()]);
+    assert_eq!(r.deleted.len(), 2);
+    assert!(!s.has(&layer) && !s.has(&present));
+
+    // Deleting a lease releases its blobs.
+    s.lease("never", 0).await;
+    let b = s.put_leased("never", b"kept forever").await.unwrap().digest;
+    assert!(s.gc().await.deleted.is_empty());
+    s.svc
+        .delete_lease(Request::new(DeleteLeaseRequest { id: "never".into() }))
+        .await
+        .unwrap();
+    assert_eq!(s.gc().await.deleted.len(), 1);
+    assert!(!s.has(&b));
+    let err = s
+        .svc
+        .delete_lease(Request::new(DeleteLeaseRequest { id: "never".into() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn import_without_a_name_is_held_by_the_callers_lease() {
+    let dir = tmp();
+    let s = Stack::start(dir.path());
+    s.lease("imp", 0).await;
+    let resp = s
+        .import(
+            ImportHeader {
+                lease: "imp".into(),
+                ..Default::default()
+            },
+            &rootfs_tar(),
+            4096,
+        )
+        .await
+        .unwrap();
+    assert!(resp.image.is_none());
+    assert!(s.gc().await.deleted.is_empty());
+    assert_eq!(s.blob_count(), 3);
+    // The import's own lease is gone; only the caller's is left.
+    let leases = s
+        .svc
+        .list_leases(Request::new(ListLeasesRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!(leases[0].resources.len(), 3);
+    s.svc
+        .delete_lease(Request::new(DeleteLeaseRequest { id: "imp".into() }))
+        .await
+        .unwrap();
+    assert_eq!(s.gc().await.deleted.len(), 3);
+    // A named import needs no lease from the caller and leaves none.
+    s.import(
+        ImportHeader {
+            name: "docker.io/library/named:1".into(),
+            ..Default::default()
+        },
+        &rootfs_tar(),
+        4096,
+    )
+    .await
+    .unwrap();
+    assert!(s.gc().await.deleted.is_empty());
+    assert_eq!(s.blob_count(), 3);
+    let leases = s
+        .svc
+        .list_leases(Request::new(ListLeasesRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
+    assert!(leases.is_empty(), "{leases:?}");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn gc_removes_idle_ingests_only() {
+    let dir = tmp();
+    let s = Stack::start(dir.path());
+    // An ingest left by an interrupted write.
+    s.write(vec![WriteRequest {
+        r#ref: "pull-abc".into(),
+        expected: sha(b"0123456789"),
+        total: 10,
+        data: b"01234".to_vec(),
+        ..Default::default()
+    }])
+    .await
+    .unwrap();
+    assert_eq!(s.ingest_count(), 1);
+    // Recent: kept (it can resume).
+    assert!(s.gc().await.removed_ingests.is_empty());
+    assert_eq!(s.status("pull-abc").await.unwrap().offset, 5);
+    // Idle for longer than the given age: removed. Set its time back.
+    let ingest = std::fs::read_dir(s.root.join("content/ingest"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for f in ["data", "meta"] {
+        std::fs::File::options()
+            .write(true)
+            .open(ingest.join(f))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let r = s
+        .svc
+        .garbage_collect(Request::new(GarbageCollectRequest {
+            ingest_max_age: 3600,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.removed_ingests, vec!["pull-abc".to_string()]);
+    assert_eq!(s.ingest_count(), 0);
+    s.shutdown().await;
+}
+
+/// Collections running all the time while a "pull" commits blobs into its
+/// lease (and adds one that was there already) never lose a held blob,
+/// whatever the interleaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_running_during_leased_writes_loses_nothing() {
+    let dir = tmp();
+    let s = std::sync::Arc::new(Stack::start(dir.path()));
+    s.lease("pull-race", 0).await;
+    let present = s.put("present-race", b"was here before").await.digest;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (s, done) = (s.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut runs = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) || runs == 0 {
+                s.gc().await;
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let mut written = Vec::new();
+    for i in 0..40 {
+        let data = format!("blob number {i}").into_bytes();
+        written.push(s.put_leased("pull-race", &data).await.unwrap().digest);
+        if i == 20 {
+            // Found present: held from now on, or NotFound if it went.
+            let r = s
+                .svc
+                .add_lease_resource(Request::new(AddLeaseResourceRequest {
+                    lease: "pull-race".into(),
+                    digest: present.clone(),
+                }))
+                .await;
+            match r {
+                Ok(_) => written.push(present.clone()),
+                Err(e) => assert_eq!(e.code(), Code::NotFound),
+            }
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(collector.await.unwrap() > 0);
+    s.gc().await;
+    for d in &written {
+        assert!(s.has(d), "held blob {d} was collected");
+    }
+    std::sync::Arc::try_unwrap(s)
+        .ok()
+        .expect("no other handle")
+        .shutdown()
+        .await;
+}

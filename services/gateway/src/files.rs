@@ -200,11 +200,13 @@ impl Inner {
     }
 
     /// Writes `data` as a blob to berth-content and returns its descriptor.
+    /// Stores `data` as a blob held by `lease`.
     pub(crate) async fn write_blob(
         &self,
         ns: &str,
         media_type: &str,
         data: Vec<u8>,
+        lease: &str,
     ) -> Result<Descriptor> {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
         let size = data.len() as i64;
@@ -223,6 +225,7 @@ impl Inner {
                 data: data[offset..end].to_vec(),
                 commit: last,
                 labels: Default::default(),
+                lease: lease.to_string(),
             });
             offset = end;
             if last {
@@ -255,10 +258,10 @@ impl Inner {
         // docker commit --pause (the default): freeze the processes so the
         // layer is a consistent picture, and thaw them whatever happens.
         if !(req.pause && rec.state.status == "running") {
-            return self.commit_changes(ns, &rec, req).await;
+            return self.commit_leased(ns, &rec, req).await;
         }
         self.pause_container(ns, &rec).await?;
-        let result = self.commit_changes(ns, &rec, req).await;
+        let result = self.commit_leased(ns, &rec, req).await;
         let thawed = match self.find(ns, &rec.id) {
             Ok(now) if now.state.status == "paused" => self.unpause_container(ns, &now).await,
             _ => Ok(()),
@@ -268,11 +271,26 @@ impl Inner {
         Ok(id)
     }
 
+    /// [`Inner::commit_changes`] with its blobs held by a lease until the
+    /// image is recorded.
+    async fn commit_leased(
+        &self,
+        ns: &str,
+        rec: &ContainerRecord,
+        req: CommitRequest,
+    ) -> Result<String> {
+        let lease = self.new_lease("commit").await?;
+        let r = self.commit_changes(ns, rec, req, &lease).await;
+        self.end_lease(&lease).await;
+        r
+    }
+
     async fn commit_changes(
         &self,
         ns: &str,
         rec: &ContainerRecord,
         req: CommitRequest,
+        lease: &str,
     ) -> Result<String> {
         let target = if req.reference.is_empty() {
             None
@@ -315,7 +333,7 @@ impl Inner {
         } else {
             "application/vnd.oci.image.layer.v1.tar"
         };
-        let layer_desc = self.write_blob(ns, layer_type, layer).await?;
+        let layer_desc = self.write_blob(ns, layer_type, layer, lease).await?;
 
         let now = berth_common::time::now_rfc3339();
         let mut config = image.config.clone();
@@ -382,7 +400,9 @@ impl Inner {
         };
         let config_bytes =
             serde_json::to_vec(&config).map_err(|e| Error::Internal(e.to_string()))?;
-        let config_desc = self.write_blob(ns, config_type, config_bytes).await?;
+        let config_desc = self
+            .write_blob(ns, config_type, config_bytes, lease)
+            .await?;
 
         let mut manifest: Value =
             serde_json::from_slice(&self.read_blob(ns, &image.manifest.digest).await?)
@@ -397,17 +417,17 @@ impl Inner {
         let manifest_bytes =
             serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
         let manifest_desc = self
-            .write_blob(ns, &image.manifest.media_type, manifest_bytes)
+            .write_blob(ns, &image.manifest.media_type, manifest_bytes, lease)
             .await?;
         let info = self.image_info(ns, &manifest_desc).await?;
         self.ensure_unpacked(ns, &info).await?;
-        match &target {
-            Some(name) => {
-                self.name_image(ns, name, &manifest_desc, Default::default())
-                    .await?;
-            }
-            None => self.store.put_dangling(ns, &manifest_desc)?,
-        }
+        self.record_image(
+            ns,
+            target.as_deref().unwrap_or(""),
+            &manifest_desc,
+            Default::default(),
+        )
+        .await?;
         let mut attrs = BTreeMap::new();
         attrs.insert("comment".to_string(), req.comment.clone());
         attrs.insert("imageID".to_string(), info.id.clone());

@@ -12,10 +12,11 @@ use berth_proto::content::v1::{
 };
 use berth_proto::gateway::v1::images_server::Images;
 use berth_proto::gateway::v1::{
-    import_request, ImageSummary, ImportRequest, ImportResponse, InspectImageRequest,
-    InspectResponse, ListImagesRequest, ListImagesResponse, LoginRequest, LoginResponse, Progress,
-    PullRequest, PushRequest, RemoveImageRequest, RemoveImageResponse, SearchRequest,
-    SearchResponse, TagRequest, TagResponse,
+    import_request, HistoryRequest, HistoryResponse, ImageSummary, ImportRequest, ImportResponse,
+    InspectImageRequest, InspectResponse, ListImagesRequest, ListImagesResponse, LoadRequest,
+    LoadResponse, LoginRequest, LoginResponse, Progress, PruneImagesRequest, PruneImagesResponse,
+    PullRequest, PushRequest, RemoveImageRequest, RemoveImageResponse, SaveChunk, SaveRequest,
+    SearchRequest, SearchResponse, TagRequest, TagResponse,
 };
 use berth_proto::snapshots::v1::{
     ApplyRequest, CommitRequest, PrepareRequest, RemoveRequest, StatRequest,
@@ -243,30 +244,36 @@ impl Inner {
                 .is_some_and(|t| t.digest == manifest.digest)
         });
         if !named {
-            self.store.put_dangling(ns, manifest)?;
+            self.put_dangling(ns, manifest).await?;
         }
         Ok(())
     }
 
-    /// Points `full_name` at `manifest` (docker tag semantics): the image is
-    /// no longer dangling, and the image the name pointed at before becomes
-    /// dangling when that was its last name. Returns whether the name
-    /// already pointed at this manifest.
-    pub(crate) async fn name_image(
+    /// Points `name` at `manifest` (with `labels`), or, with no name, keeps
+    /// the image as dangling unless a name points at it. An image that
+    /// loses its last name this way stays as `<none>`. Returns what the name
+    /// pointed at before. Excluded from garbage collection as a whole, so
+    /// neither image is ever without a root.
+    pub(crate) async fn record_image(
         &self,
         ns: &str,
-        full_name: &str,
+        name: &str,
         manifest: &Descriptor,
         labels: HashMap<String, String>,
-    ) -> Result<bool> {
-        let previous = self.current_target(ns, full_name).await?;
+    ) -> Result<Option<Descriptor>> {
+        let _g = self.gc_lock.read().await;
+        if name.is_empty() {
+            self.keep_if_unnamed(ns, manifest).await?;
+            return Ok(None);
+        }
+        let previous = self.current_target(ns, name).await?;
         self.content
             .clone()
             .put_image(request(
                 ns,
                 PutImageRequest {
                     image: Some(Image {
-                        name: full_name.to_string(),
+                        name: name.to_string(),
                         target: Some(manifest.clone()),
                         created_at: 0,
                         updated_at: 0,
@@ -276,14 +283,11 @@ impl Inner {
             ))
             .await
             .map_err(Error::service("content"))?;
-        self.store.delete_dangling(ns, &manifest.digest)?;
-        let unchanged = previous
-            .as_ref()
-            .is_some_and(|p| p.digest == manifest.digest);
-        if let Some(prev) = previous.filter(|p| p.digest != manifest.digest) {
-            self.keep_if_unnamed(ns, &prev).await?;
+        self.delete_dangling(ns, &manifest.digest).await?;
+        if let Some(prev) = previous.as_ref().filter(|p| p.digest != manifest.digest) {
+            self.keep_if_unnamed(ns, prev).await?;
         }
-        Ok(unchanged)
+        Ok(previous)
     }
 
     /// The manifest a name points at now, if any.
@@ -436,6 +440,10 @@ impl Inner {
                     )));
                 }
                 total += resp.size.max(0) as u64;
+                // Per layer too, for history and disk usage.
+                let _ = self
+                    .store
+                    .put_image_size(&format!("layer/{chain_id}"), resp.size.max(0) as u64);
                 match self
                     .snapshots
                     .clone()
@@ -490,6 +498,32 @@ impl Inner {
         }
     }
 
+    /// Docker's RepoDigests of the image with manifest `manifest_digest`:
+    /// "NAME@DIGEST" (familiar name) for each name that records the digest
+    /// it was pulled by.
+    pub(crate) fn repo_digests(records: &[Image], manifest_digest: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in records {
+            if r.target
+                .as_ref()
+                .is_none_or(|t| t.digest != manifest_digest)
+            {
+                continue;
+            }
+            let Some(d) = r.labels.get(REPO_DIGEST_LABEL) else {
+                continue;
+            };
+            if let Ok(p) = reference::parse(&r.name) {
+                let s = format!("{}@{d}", p.familiar_name());
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     async fn names_of(&self, ns: &str, info: &ImageInfo) -> Result<Vec<String>> {
         Ok(self
             .image_records(ns)
@@ -535,24 +569,51 @@ impl Inner {
             }
             r.full()
         };
-        let previous = if name.is_empty() {
+        let lease = self.new_lease("import").await?;
+        let r = self.import_leased(ns, header, name, incoming, &lease).await;
+        self.end_lease(&lease).await;
+        if r.is_err() {
+            // What a failed import stored goes now.
+            self.collect_garbage_quietly().await;
+        }
+        r
+    }
+
+    async fn import_leased(
+        &self,
+        ns: &str,
+        header: berth_proto::gateway::v1::ImportHeader,
+        name: String,
+        mut incoming: Streaming<ImportRequest>,
+        lease: &str,
+    ) -> Result<ImportResponse> {
+        // From a URL, the daemon fetches the tarball itself (docker's
+        // daemon does too): the request must answer 200 before anything is
+        // stored.
+        let download = if header.url.is_empty() {
             None
         } else {
-            self.current_target(ns, &name).await?
+            Some(fetch_url(&header.url).await?)
+        };
+        let source = if !header.url.is_empty() {
+            header.url.clone()
+        } else if header.source.is_empty() {
+            "-".into()
+        } else {
+            header.source.clone()
         };
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tx.send(ImportImageRequest {
             payload: Some(import_image_request::Payload::Header(ContentImportHeader {
-                name: name.clone(),
+                // The name is given by record_image once the image is
+                // unpacked: an image that cannot be unpacked gets no record.
+                name: String::new(),
                 changes: header.changes,
                 message: header.message,
-                source: if header.source.is_empty() {
-                    "-".into()
-                } else {
-                    header.source
-                },
+                source,
                 os: String::new(),
                 architecture: String::new(),
+                lease: lease.to_string(),
             })),
         })
         .await
@@ -561,6 +622,24 @@ impl Inner {
         // content call is dropped, so berth-content sees a cancelled stream,
         // never a short but complete one.
         let forward = tokio::spawn(async move {
+            if let Some(resp) = download {
+                let mut body = resp.bytes_stream();
+                use futures::StreamExt;
+                while let Some(chunk) = body.next().await {
+                    match chunk {
+                        Ok(d) => {
+                            let msg = ImportImageRequest {
+                                payload: Some(import_image_request::Payload::Data(d.to_vec())),
+                            };
+                            if tx.send(msg).await.is_err() {
+                                return (Ok(()), Some(tx));
+                            }
+                        }
+                        Err(e) => return (Err(format!("download failed: {e}")), Some(tx)),
+                    }
+                }
+                return (Ok(()), None);
+            }
             loop {
                 match incoming.message().await {
                     Ok(Some(ImportRequest {
@@ -578,7 +657,12 @@ impl Inner {
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => return (Ok(()), None),
-                    Err(e) => return (Err(e), Some(tx)),
+                    Err(e) => {
+                        return (
+                            Err(format!("import stream failed: {}", e.message())),
+                            Some(tx),
+                        )
+                    }
                 }
             }
         });
@@ -590,7 +674,7 @@ impl Inner {
             r = &mut call => r,
             f = &mut forward => match f {
                 Ok((Ok(()), _keep)) => call.await,
-                Ok((Err(e), _keep)) => return Err(Error::InvalidArgument(format!("import stream failed: {}", e.message()))),
+                Ok((Err(e), _keep)) => return Err(Error::InvalidArgument(e)),
                 Err(e) => return Err(Error::Internal(format!("import forwarder: {e}"))),
             },
         }
@@ -600,25 +684,9 @@ impl Inner {
             .manifest
             .ok_or_else(|| Error::Internal("import returned no manifest".into()))?;
         let info = self.image_info(ns, &manifest).await?;
-        if let Err(e) = self.ensure_unpacked(ns, &info).await {
-            // An image that cannot be unpacked is not kept.
-            if !name.is_empty() {
-                let _ = self
-                    .content
-                    .clone()
-                    .delete_image(request(ns, DeleteImageRequest { name: name.clone() }))
-                    .await;
-            }
-            return Err(e);
-        }
-        if name.is_empty() {
-            self.store.put_dangling(ns, &info.manifest)?;
-        } else {
-            self.store.delete_dangling(ns, &info.manifest.digest)?;
-            if let Some(prev) = previous.filter(|p| p.digest != info.manifest.digest) {
-                self.keep_if_unnamed(ns, &prev).await?;
-            }
-        }
+        self.ensure_unpacked(ns, &info).await?;
+        self.record_image(ns, &name, &info.manifest, HashMap::new())
+            .await?;
         info!(id = %info.id, name = %name, "imported image");
         Ok(ImportResponse {
             id: info.id.clone(),
@@ -640,11 +708,12 @@ impl Inner {
             .collect()
     }
 
-    async fn remove_image(
+    pub(crate) async fn remove_image(
         &self,
         ns: &str,
         req: &RemoveImageRequest,
     ) -> Result<RemoveImageResponse> {
+        let _g = self.gc_lock.read().await;
         let (info, by_name) = self.resolve_image(ns, &req.reference).await?;
         let names = self.names_of(ns, &info).await?;
         let users = self.containers_using(ns, &info.id);
@@ -729,12 +798,17 @@ impl Inner {
                 }
             }
         }
-        self.store.delete_dangling(ns, &info.manifest.digest)?;
+        self.delete_dangling(ns, &info.manifest.digest).await?;
         resp.deleted.insert(0, info.id.clone());
         Ok(resp)
     }
 
-    pub(crate) fn inspect_image_doc(&self, info: &ImageInfo, names: &[String]) -> Value {
+    pub(crate) fn inspect_image_doc(
+        &self,
+        info: &ImageInfo,
+        names: &[String],
+        repo_digests: &[String],
+    ) -> Value {
         let cfg = info.runtime_config();
         let pick = |k: &str| cfg.get(k).cloned().unwrap_or(Value::Null);
         let history = info.config["history"].as_array();
@@ -745,7 +819,7 @@ impl Inner {
         json!({
             "Id": info.id,
             "RepoTags": names.iter().map(|n| familiar(n)).collect::<Vec<_>>(),
-            "RepoDigests": [],
+            "RepoDigests": repo_digests,
             "Parent": "",
             "Comment": comment,
             "Created": info.config["created"],
@@ -787,6 +861,36 @@ impl Inner {
     }
 }
 
+/// Starts the download of an import's tarball: http(s) only, no proxy
+/// from the environment, redirects followed; anything but 200 is refused.
+async fn fetch_url(url: &str) -> Result<reqwest::Response> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| Error::InvalidArgument(format!("invalid URL {url:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(Error::InvalidArgument(format!(
+            "unsupported URL scheme {:?}: only http and https can be imported",
+            parsed.scheme()
+        )));
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
+    let resp = client
+        .get(parsed)
+        .send()
+        .await
+        .map_err(|e| Error::InvalidArgument(format!("Get {url}: {e}")))?;
+    if resp.status() != reqwest::StatusCode::OK {
+        return Err(Error::InvalidArgument(format!(
+            "Get {url}: unexpected status {}",
+            resp.status()
+        )));
+    }
+    Ok(resp)
+}
+
 /// Seconds since the epoch of an RFC 3339 time, or 0.
 fn unix_of(v: &Value) -> i64 {
     v.as_str()
@@ -819,6 +923,40 @@ type ProgressStream = ReceiverStream<std::result::Result<Progress, Status>>;
 impl Images for ImagesApi {
     type PullStream = ProgressStream;
     type PushStream = ProgressStream;
+    type SaveStream = ReceiverStream<std::result::Result<SaveChunk, Status>>;
+
+    async fn save(&self, req: Request<SaveRequest>) -> Result<Response<Self::SaveStream>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let rx = self.0.save(&ns, req.into_inner().references).await?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn load(
+        &self,
+        req: Request<Streaming<LoadRequest>>,
+    ) -> Result<Response<LoadResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        Ok(Response::new(self.0.load(&ns, req.into_inner()).await?))
+    }
+
+    async fn history(
+        &self,
+        req: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        Ok(Response::new(
+            self.0.history(&ns, &req.get_ref().reference).await?,
+        ))
+    }
+
+    async fn prune(
+        &self,
+        req: Request<PruneImagesRequest>,
+    ) -> Result<Response<PruneImagesResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let filters = req.into_inner().filters;
+        Ok(Response::new(self.0.prune_images(&ns, filters).await?))
+    }
 
     async fn pull(&self, req: Request<PullRequest>) -> Result<Response<ProgressStream>, Status> {
         let ns = berth_common::namespace_of(&req)?;
@@ -873,6 +1011,7 @@ impl Images for ImagesApi {
         req: Request<ListImagesRequest>,
     ) -> Result<Response<ListImagesResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
+        let records = self.0.image_records(&ns).await?;
         let by_manifest: Vec<(Arc<ImageInfo>, Vec<String>)> = self
             .0
             .all_images(&ns)
@@ -885,6 +1024,7 @@ impl Images for ImagesApi {
             .map(|(info, repo_tags)| ImageSummary {
                 id: info.id.clone(),
                 repo_tags,
+                repo_digests: Inner::repo_digests(&records, &info.manifest.digest),
                 created: unix_of(&info.config["created"]),
                 size: self.0.image_size(&info),
                 labels: info.runtime_config()["Labels"]
@@ -908,7 +1048,9 @@ impl Images for ImagesApi {
         let ns = berth_common::namespace_of(&req)?;
         let (info, _) = self.0.resolve_image(&ns, &req.get_ref().reference).await?;
         let names = self.0.names_of(&ns, &info).await?;
-        let doc = self.0.inspect_image_doc(&info, &names);
+        let records = self.0.image_records(&ns).await?;
+        let digests = Inner::repo_digests(&records, &info.manifest.digest);
+        let doc = self.0.inspect_image_doc(&info, &names, &digests);
         Ok(Response::new(InspectResponse {
             json: serde_json::to_string(&doc).map_err(|e| Status::internal(e.to_string()))?,
         }))
@@ -926,7 +1068,7 @@ impl Images for ImagesApi {
             ));
         }
         self.0
-            .name_image(&ns, &target.full(), &info.manifest, HashMap::new())
+            .record_image(&ns, &target.full(), &info.manifest, HashMap::new())
             .await?;
         self.0
             .emit_image(&ns, &info.id, "tag", &familiar(&target.full()));
@@ -945,6 +1087,11 @@ impl Images for ImagesApi {
             .map(|(info, _)| info.id.clone())
             .unwrap_or_default();
         let resp = self.0.remove_image(&ns, req.get_ref()).await?;
+        if !resp.deleted.is_empty() {
+            // The blobs of the image go unless another image, in any
+            // namespace, still uses them.
+            self.0.collect_garbage_quietly().await;
+        }
         for name in &resp.untagged {
             self.0.emit_image(&ns, &id, "untag", name);
         }

@@ -4,11 +4,14 @@
 //! berth-content, berth-snapshots, berth-tasks and berth-network only through
 //! their gRPC clients, whether they run in the same process or not.
 
+mod archive;
 mod container;
 mod containers;
 mod error;
 mod events;
 mod files;
+mod gc;
+mod housekeeping;
 mod images;
 mod lifecycle;
 mod logs;
@@ -89,6 +92,9 @@ pub(crate) struct Inner {
     images: images::ImageCache,
     registry: berth_registry::Client,
     registry_options: RegistryOptions,
+    /// Held (shared) while an image moves between GC roots (name to name,
+    /// name to dangling); taken exclusively by garbage collection.
+    gc_lock: tokio::sync::RwLock<()>,
 }
 
 /// The gateway: build it with [`Gateway::open`], then serve its three
@@ -113,6 +119,7 @@ impl Gateway {
         .map_err(|e| Error::Internal(e.to_string()))?;
         let store = Store::open(&root.join("gateway"))?;
         files::cleanup_stale_mounts(root);
+        archive::cleanup_stale_dirs(root);
         let mut map = HashMap::new();
         for rec in store.load_containers()? {
             map.insert((rec.namespace.clone(), rec.id.clone()), rec);
@@ -132,6 +139,7 @@ impl Gateway {
             images: images::ImageCache::default(),
             registry,
             registry_options: registries,
+            gc_lock: tokio::sync::RwLock::new(()),
         });
         Ok(Gateway { inner })
     }
@@ -140,7 +148,10 @@ impl Gateway {
     /// either) and watches the running ones. Runs in the background.
     pub fn spawn_recovery(&self) {
         let inner = self.inner.clone();
-        tokio::spawn(async move { containers::recover(inner).await });
+        tokio::spawn(async move {
+            inner.restore_dangling_leases().await;
+            containers::recover(inner).await
+        });
     }
 
     pub fn images_server(&self) -> ImagesServer<images::ImagesApi> {

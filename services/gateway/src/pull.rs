@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use berth_common::reference;
 use berth_common::request;
-use berth_proto::content::v1::{AbortRequest, InfoRequest, StatusRequest, WriteRequest};
+use berth_proto::content::v1::{AbortRequest, StatusRequest, WriteRequest};
 use berth_proto::gateway::v1::{Progress, PullRequest, RegistryAuth};
 use berth_proto::snapshots::v1::StatRequest;
 use berth_proto::types::v1::Descriptor;
@@ -171,6 +171,21 @@ impl Inner {
     /// Pulls `req.reference`, reporting progress on `tx`. Returns the image
     /// ID.
     pub(crate) async fn pull(&self, ns: &str, req: PullRequest, tx: ProgressTx) -> Result<String> {
+        // Everything written is held by the pull's lease until the name
+        // points at it; see gc.rs.
+        let lease = self.new_lease("pull").await?;
+        let r = self.pull_leased(ns, req, tx, &lease).await;
+        self.end_lease(&lease).await;
+        r
+    }
+
+    async fn pull_leased(
+        &self,
+        ns: &str,
+        req: PullRequest,
+        tx: ProgressTx,
+        lease: &str,
+    ) -> Result<String> {
         let r =
             reference::parse(&req.reference).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let platform = Platform::parse(&req.platform)?;
@@ -226,7 +241,8 @@ impl Inner {
         // A list or index: store it, and take the manifest for the platform.
         let pulled_index = media::is_index(&media_type);
         let (manifest_bytes, manifest_type, _) = if pulled_index {
-            self.write_blob(ns, &media_type, body.to_vec()).await?;
+            self.write_blob(ns, &media_type, body.to_vec(), lease)
+                .await?;
             let index: Value = serde_json::from_slice(&body)
                 .map_err(|e| Error::InvalidArgument(format!("bad manifest list: {e}")))?;
             let chosen = index["manifests"]
@@ -320,7 +336,7 @@ impl Inner {
                 layers.len()
             )));
         }
-        self.write_blob(ns, &config_desc.media_type, config.to_vec())
+        self.write_blob(ns, &config_desc.media_type, config.to_vec(), lease)
             .await?;
 
         // Layers whose snapshot exists need nothing; the others are fetched
@@ -341,7 +357,9 @@ impl Inner {
                 ))
                 .await
                 .is_ok();
-            if have_snapshot {
+            // The snapshot alone is not enough: the image keeps its blobs
+            // (for save and push), so a blob collected since is fetched.
+            if have_snapshot && self.hold(lease, &layer.digest).await? {
                 send(progress(&id, "Already exists")).await;
                 continue;
             }
@@ -354,7 +372,8 @@ impl Inner {
             let (src, creds) = (&src, &creds);
             async move {
                 let _permit = gate.acquire().await;
-                self.fetch_layer(ns, src, layer, creds, id, &tx).await
+                self.fetch_layer(ns, src, layer, creds, id, &tx, lease)
+                    .await
             }
         }))
         .await;
@@ -363,7 +382,7 @@ impl Inner {
         }
 
         let manifest_desc = self
-            .write_blob(ns, &manifest_type, manifest_bytes.to_vec())
+            .write_blob(ns, &manifest_type, manifest_bytes.to_vec(), lease)
             .await?;
         let info = self.image_info(ns, &manifest_desc).await?;
         for (id, _) in &jobs {
@@ -381,7 +400,10 @@ impl Inner {
             crate::images::REPO_DIGEST_LABEL.to_string(),
             top_digest.clone(),
         );
-        let unchanged = self.name_image(ns, &name, &manifest_desc, labels).await?;
+        let previous = self.record_image(ns, &name, &manifest_desc, labels).await?;
+        let unchanged = previous
+            .as_ref()
+            .is_some_and(|p| p.digest == manifest_desc.digest);
         self.emit_image(ns, &info.id, "pull", &familiar(&name));
         let shown = familiar(&name);
         send(Progress {
@@ -435,7 +457,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Brings one layer blob into berth-content, resuming a partial ingest.
+    /// Brings one layer blob into berth-content (held by `lease`),
+    /// resuming a partial ingest.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_layer(
         &self,
         ns: &str,
@@ -444,32 +468,21 @@ impl Inner {
         creds: &Credentials,
         id: &str,
         tx: &ProgressTx,
+        lease: &str,
     ) -> Result<()> {
         let digest = &layer.digest;
-        let have = self
-            .content
-            .clone()
-            .info(request(
-                ns,
-                InfoRequest {
-                    digest: digest.clone(),
-                },
-            ))
-            .await;
-        match have {
-            Ok(_) => {
-                let _ = tx.send(Ok(progress(id, "Download complete"))).await;
-                return Ok(());
-            }
-            Err(s) if s.code() == Code::NotFound => {}
-            Err(s) => return Err(Error::service("content")(s)),
+        // Present already: held from now on, or fetched when a collection
+        // took it meanwhile.
+        if self.hold(lease, digest).await? {
+            let _ = tx.send(Ok(progress(id, "Download complete"))).await;
+            return Ok(());
         }
         let ingest = format!("pull-{}", digest.trim_start_matches("sha256:"));
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self
-                .download_once(ns, src, layer, creds, id, tx, &ingest)
+                .download_once(ns, src, layer, creds, id, tx, &ingest, lease)
                 .await
             {
                 Ok(()) => break,
@@ -496,6 +509,7 @@ impl Inner {
         id: &str,
         tx: &ProgressTx,
         ingest: &str,
+        lease: &str,
     ) -> std::result::Result<(), Attempt> {
         let digest = &layer.digest;
         let mut offset = match self
@@ -567,6 +581,7 @@ impl Inner {
             expected: digest.clone(),
             total,
             offset: offset as i64,
+            lease: lease.to_string(),
             ..Default::default()
         };
         let mut broken = None;

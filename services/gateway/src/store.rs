@@ -118,6 +118,31 @@ impl Store {
         Ok(())
     }
 
+    /// Every unnamed image, with its namespace.
+    pub fn all_dangling(&self) -> Result<Vec<(String, Descriptor)>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(DANGLING)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let Some((ns, _)) = k.value().rsplit_once('/') else {
+                continue;
+            };
+            if let Ok(d) = serde_json::from_slice::<serde_json::Value>(v.value()) {
+                out.push((
+                    ns.to_string(),
+                    Descriptor {
+                        media_type: d["mediaType"].as_str().unwrap_or_default().to_string(),
+                        digest: d["digest"].as_str().unwrap_or_default().to_string(),
+                        size: d["size"].as_i64().unwrap_or_default(),
+                        annotations: Default::default(),
+                    },
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// The unnamed images of a namespace.
     pub fn dangling(&self, ns: &str) -> Result<Vec<Descriptor>> {
         let tx = self.db.begin_read()?;

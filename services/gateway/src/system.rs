@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use berth_proto::gateway::v1::system_server::System;
-use berth_proto::gateway::v1::{Empty, InfoResponse, VersionResponse};
+use berth_proto::gateway::v1::{DiskUsageResponse, Empty, InfoResponse, VersionResponse};
 use tonic::{Request, Response, Status};
 
 use crate::Inner;
@@ -109,6 +109,11 @@ impl System for SystemApi {
             insecure_registries: opts.insecure.clone(),
             registry_mirrors: mirrors,
         }))
+    }
+
+    async fn disk_usage(&self, req: Request<Empty>) -> Result<Response<DiskUsageResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        Ok(Response::new(self.0.disk_usage(&ns).await?))
     }
 
     async fn ping(&self, _req: Request<Empty>) -> Result<Response<Empty>, Status> {

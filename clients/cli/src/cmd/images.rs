@@ -18,11 +18,19 @@ pub const CHUNK: usize = 256 * 1024;
 
 /// `berth import` / `berth image import`.
 pub async fn import(ctx: &Ctx, args: ImportArgs) -> i32 {
-    let mut reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if args.file == "-" {
+    // A URL is fetched by the daemon, as docker's daemon does: only the
+    // header is sent.
+    let is_url = args.file.starts_with("http://") || args.file.starts_with("https://");
+    let mut reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if is_url {
+        Box::new(tokio::io::empty())
+    } else if args.file == "-" {
         Box::new(tokio::io::stdin())
     } else {
         if args.file.contains("://") {
-            eprint_err("Error: importing from a URL is not supported; give a file or -");
+            eprint_err(&format!(
+                "Error: unsupported URL {}: only http:// and https:// can be imported",
+                args.file
+            ));
             return 1;
         }
         match tokio::fs::File::open(&args.file).await {
@@ -38,6 +46,11 @@ pub async fn import(ctx: &Ctx, args: ImportArgs) -> i32 {
         changes: args.change.clone(),
         message: args.message.clone().unwrap_or_default(),
         source: args.file.clone(),
+        url: if is_url {
+            args.file.clone()
+        } else {
+            String::new()
+        },
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<ImportRequest>(4);
     let (err_tx, mut err_rx) = tokio::sync::oneshot::channel::<std::io::Error>();
@@ -104,12 +117,40 @@ pub async fn import(ctx: &Ctx, args: ImportArgs) -> i32 {
 }
 
 /// `images --filter`: dangling=true|false, reference=PATTERN (docker's
-/// glob on NAME or NAME:TAG), label=KEY[=VALUE].
+/// glob on NAME or NAME:TAG), label=KEY[=VALUE], before=IMAGE and
+/// since=IMAGE (created before / after that image).
 #[derive(Debug, Default)]
 pub struct ImageFilter {
     dangling: Option<bool>,
     references: Vec<String>,
     labels: Vec<String>,
+    before: Vec<String>,
+    since: Vec<String>,
+}
+
+/// The image a `before=`/`since=` filter names: by NAME[:TAG] or ID
+/// (prefix), as docker resolves it.
+fn find_image<'a>(
+    images: &'a [berth_proto::gateway::v1::ImageSummary],
+    name: &str,
+) -> Option<&'a berth_proto::gateway::v1::ImageSummary> {
+    let with_tag = if name.rsplit('/').next().is_some_and(|l| l.contains(':')) {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    };
+    images
+        .iter()
+        .find(|i| i.repo_tags.contains(&with_tag))
+        .or_else(|| {
+            let hex = name.strip_prefix("sha256:").unwrap_or(name);
+            if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            images
+                .iter()
+                .find(|i| i.id.trim_start_matches("sha256:").starts_with(hex))
+        })
 }
 
 impl ImageFilter {
@@ -129,6 +170,8 @@ impl ImageFilter {
                 },
                 "reference" => f.references.push(v.to_string()),
                 "label" => f.labels.push(v.to_string()),
+                "before" => f.before.push(v.to_string()),
+                "since" => f.since.push(v.to_string()),
                 other => return Err(format!("invalid filter '{other}'")),
             }
         }
@@ -214,6 +257,23 @@ pub async fn list(ctx: &Ctx, args: ImagesArgs) -> i32 {
     };
     let mut images = resp.images;
     images.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+    // before=/since=: bounds on the creation time, from the named images.
+    let mut created_before = i64::MAX;
+    let mut created_after = i64::MIN;
+    for (names, before) in [(&filter.before, true), (&filter.since, false)] {
+        for n in names {
+            let Some(img) = find_image(&images, n) else {
+                eprint_err(&format!("Error response from daemon: No such image: {n}"));
+                return 1;
+            };
+            if before {
+                created_before = created_before.min(img.created);
+            } else {
+                created_after = created_after.max(img.created);
+            }
+        }
+    }
+    images.retain(|i| i.created < created_before && i.created > created_after);
     let now = Utc::now();
     let mut rows = Vec::new();
     for img in &images {
@@ -239,13 +299,19 @@ pub async fn list(ctx: &Ctx, args: ImagesArgs) -> i32 {
             } else {
                 short_id(&img.id)
             };
+            let digest = img
+                .repo_digests
+                .iter()
+                .filter_map(|d| d.split_once('@'))
+                .find(|(name, _)| *name == repo)
+                .map_or("<none>".to_string(), |(_, d)| d.to_string());
             rows.push(json!({
                 "Containers": "N/A",
                 "CreatedAt": chrono::DateTime::from_timestamp(img.created, 0)
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string())
                     .unwrap_or_default(),
                 "CreatedSince": ago_unix(now, img.created),
-                "Digest": "<none>",
+                "Digest": digest,
                 "ID": id,
                 "Repository": repo,
                 "SharedSize": "N/A",
@@ -262,7 +328,11 @@ pub async fn list(ctx: &Ctx, args: ImagesArgs) -> i32 {
         "Digest": "DIGEST", "VirtualSize": "VIRTUAL SIZE", "Containers": "CONTAINERS",
         "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE",
     });
-    let default = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+    let default = if args.digests {
+        "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+    } else {
+        "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+    };
     crate::print_rows(format, default, "{{.ID}}", &header, &rows)
 }
 

@@ -3,6 +3,7 @@
 pub mod containers;
 pub mod files;
 pub mod images;
+pub mod imagestore;
 pub mod inspect;
 pub mod lifecycle;
 pub mod processes;

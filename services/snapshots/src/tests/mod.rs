@@ -188,6 +188,36 @@ impl Content for FakeContent {
     ) -> Result<Response<Empty>, Status> {
         Err(Status::unimplemented("test double"))
     }
+    async fn create_lease(
+        &self,
+        _: Request<berth_proto::content::v1::CreateLeaseRequest>,
+    ) -> Result<Response<berth_proto::content::v1::Lease>, Status> {
+        Err(Status::unimplemented("test double"))
+    }
+    async fn delete_lease(
+        &self,
+        _: Request<berth_proto::content::v1::DeleteLeaseRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("test double"))
+    }
+    async fn list_leases(
+        &self,
+        _: Request<berth_proto::content::v1::ListLeasesRequest>,
+    ) -> Result<Response<berth_proto::content::v1::ListLeasesResponse>, Status> {
+        Err(Status::unimplemented("test double"))
+    }
+    async fn add_lease_resource(
+        &self,
+        _: Request<berth_proto::content::v1::AddLeaseResourceRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(Status::unimplemented("test double"))
+    }
+    async fn garbage_collect(
+        &self,
+        _: Request<berth_proto::content::v1::GarbageCollectRequest>,
+    ) -> Result<Response<berth_proto::content::v1::GarbageCollectResponse>, Status> {
+        Err(Status::unimplemented("test double"))
+    }
 }
 
 /// Serves `content` on `<dir>/content.sock` and returns the socket path.
