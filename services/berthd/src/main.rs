@@ -169,8 +169,19 @@ async fn wait_for_signal(tx: watch::Sender<bool>) {
     let _ = tx.send(true);
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    let result = rt.block_on(run());
+    // A check of a stuck shim (berth-tasks recovery) may still be blocked
+    // on the blocking pool: do not wait for it to exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+async fn run() -> Result<()> {
     let cli = Cli::parse();
     let name = match &cli.command {
         None => "berthd",
