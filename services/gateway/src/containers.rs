@@ -18,8 +18,7 @@ use berth_proto::gateway::v1::{
 use berth_proto::network::v1::{AttachRequest as NetAttach, DetachRequest as NetDetach};
 use berth_proto::snapshots::v1::{PrepareRequest, RemoveRequest};
 use berth_proto::tasks::v1::{
-    CreateTaskRequest, DeleteRequest, KillRequest, StartRequest, StateRequest,
-    Status as TaskStatus, WaitRequest,
+    CreateTaskRequest, DeleteRequest, KillRequest, StartRequest, WaitRequest,
 };
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
@@ -150,6 +149,29 @@ impl Inner {
         };
         self.store.put(&rec, durable)?;
         Ok(rec)
+    }
+
+    /// Changes several records in memory and in the store, in one
+    /// transaction. Records that are gone are skipped.
+    pub(crate) fn update_many(
+        &self,
+        keys: &[(String, String)],
+        durable: bool,
+        mut f: impl FnMut(usize, &mut ContainerRecord),
+    ) -> Result<()> {
+        let recs: Vec<ContainerRecord> = {
+            let mut map = self.containers.lock().unwrap();
+            keys.iter()
+                .enumerate()
+                .filter_map(|(i, k)| {
+                    map.get_mut(k).map(|rec| {
+                        f(i, rec);
+                        rec.clone()
+                    })
+                })
+                .collect()
+        };
+        self.store.put_many(&recs, durable)
     }
 
     fn publish(&self, ns: &str, id: &str, kind: EventKind) {
@@ -529,7 +551,7 @@ impl Inner {
         }
     }
 
-    fn spawn_watcher(self: Arc<Self>, ns: String, id: String) {
+    pub(crate) fn spawn_watcher(self: Arc<Self>, ns: String, id: String) {
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(200);
             loop {
@@ -564,7 +586,13 @@ impl Inner {
         });
     }
 
-    async fn handle_exit(self: &Arc<Self>, ns: &str, id: &str, code: i64, exited_at: String) {
+    pub(crate) async fn handle_exit(
+        self: &Arc<Self>,
+        ns: &str,
+        id: &str,
+        code: i64,
+        exited_at: String,
+    ) {
         let exited_at = if exited_at.is_empty() {
             berth_common::time::now_rfc3339()
         } else {
@@ -865,75 +893,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// Reconciles records with berth-tasks after a gateway restart.
-pub(crate) async fn recover(inner: Arc<Inner>) {
-    let candidates: Vec<(String, String, bool)> = inner
-        .containers
-        .lock()
-        .unwrap()
-        .values()
-        // "created" too: the switch to running is not forced to disk, so a
-        // crash can leave a started container recorded as created.
-        .filter(|c| c.state.running() || c.state.status == "created")
-        .map(|c| (c.namespace.clone(), c.id.clone(), c.state.running()))
-        .collect();
-    for (ns, id, was_running) in candidates {
-        let mut attempts = 0;
-        loop {
-            match inner
-                .tasks
-                .clone()
-                .state(request(&ns, StateRequest { id: id.clone() }))
-                .await
-            {
-                Ok(st) => {
-                    let st = st.into_inner();
-                    if st.status == TaskStatus::Running as i32
-                        || st.status == TaskStatus::Paused as i32
-                    {
-                        let paused = st.status == TaskStatus::Paused as i32;
-                        let _ = inner.update(&ns, &id, true, |c| {
-                            c.state.status = if paused { "paused" } else { "running" }.into();
-                            c.state.pid = st.pid;
-                            if c.state.started_at.is_empty() {
-                                c.state.started_at = st.started_at.clone();
-                            }
-                        });
-                        inner.clone().spawn_watcher(ns.clone(), id.clone());
-                    } else if st.status == TaskStatus::Created as i32 {
-                        // Never started: nothing to reconcile.
-                    } else {
-                        if !was_running {
-                            let _ = inner.update(&ns, &id, false, |c| {
-                                c.state.started_at = st.started_at.clone();
-                            });
-                        }
-                        inner
-                            .handle_exit(&ns, &id, st.exit_status as i64, st.exited_at)
-                            .await;
-                    }
-                    break;
-                }
-                Err(s) if s.code() == Code::NotFound => {
-                    if was_running {
-                        inner.handle_exit(&ns, &id, 255, String::new()).await;
-                    }
-                    break;
-                }
-                Err(s) => {
-                    attempts += 1;
-                    if attempts > 60 {
-                        warn!(id = %id, "giving up on reconciling container: {s}");
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    }
-    inner.apply_restart_policies_at_start().await;
 }
 
 type EntryStream<T> = ReceiverStream<std::result::Result<T, Status>>;

@@ -13,6 +13,7 @@ mod images;
 mod lifecycle;
 mod logs;
 mod processes;
+mod recovery;
 mod rootfs;
 mod spec;
 mod store;
@@ -123,7 +124,7 @@ impl Gateway {
     /// either) and watches the running ones. Runs in the background.
     pub fn spawn_recovery(&self) {
         let inner = self.inner.clone();
-        tokio::spawn(async move { containers::recover(inner).await });
+        tokio::spawn(async move { recovery::recover(inner).await });
     }
 
     pub fn images_server(&self) -> ImagesServer<images::ImagesApi> {

@@ -65,6 +65,26 @@ impl Store {
         Ok(())
     }
 
+    /// Writes several records in one transaction.
+    pub fn put_many(&self, recs: &[ContainerRecord], durable: bool) -> Result<()> {
+        if recs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write()?;
+        if !durable {
+            tx.set_durability(Durability::None);
+        }
+        {
+            let mut table = tx.open_table(CONTAINERS)?;
+            for rec in recs {
+                let data = serde_json::to_vec(rec).map_err(|e| Error::Internal(e.to_string()))?;
+                table.insert(key(&rec.namespace, &rec.id).as_str(), data.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn delete(&self, ns: &str, id: &str) -> Result<()> {
         let tx = self.db.begin_write()?;
         {
