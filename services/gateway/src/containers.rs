@@ -599,7 +599,11 @@ impl Inner {
             exited_at
         };
         let mut restart_in = None;
-        let rec = match self.update(ns, id, false, |c| {
+        // Durable: the task (and the exit file in its bundle) is deleted
+        // next, so after a crash this record is the only place the exit is
+        // known. Not for --rm, whose record is deleted (durably) right after.
+        let durable = self.get(ns, id).is_none_or(|c| !c.host_config.auto_remove);
+        let rec = match self.update(ns, id, durable, |c| {
             c.state.status = "exited".into();
             c.state.pid = 0;
             c.state.exit_code = code;
