@@ -25,8 +25,8 @@ const EXIT_CONCURRENCY: usize = 8;
 const MAX_FAILED_ROUNDS: u32 = 60;
 const FAILED_ROUND_DELAY: Duration = Duration::from_millis(500);
 /// Back-off while tasks are UNKNOWN.
-const FIRST_UNKNOWN_DELAY: Duration = Duration::from_millis(50);
-const MAX_UNKNOWN_DELAY: Duration = Duration::from_secs(2);
+const FIRST_UNKNOWN_DELAY: Duration = Duration::from_millis(10);
+const MAX_UNKNOWN_DELAY: Duration = Duration::from_secs(1);
 
 /// What to do with a container after one look at its task.
 #[derive(Debug, PartialEq)]
