@@ -428,9 +428,23 @@ pub fn unmount_under(dir: &Path) {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let ids = self.container_ids();
+        let mut ids = self.container_ids();
         for id in &ids {
             let _ = self.berth(&["rm", "-f", id]);
+        }
+        // Tasks the gateway did not list (it may be down after a failure):
+        // their bundles are named by container id.
+        for ns in std::fs::read_dir(self.state.join("tasks"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for b in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                let id = b.file_name().to_string_lossy().into_owned();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
         }
         for d in &mut self.daemons {
             let _ = nix::sys::signal::kill(
