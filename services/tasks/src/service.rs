@@ -442,6 +442,7 @@ impl TasksService {
 
     fn pids(&self, ns: &str, id: &str) -> Result<Vec<u32>, Error> {
         let task = self.get(ns, id)?;
+        task.check_known(&task.inner.lock().unwrap())?;
         let cg = task.cgroups_path().trim_start_matches('/');
         for base in [
             "/sys/fs/cgroup/pids",
