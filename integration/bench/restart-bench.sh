@@ -51,7 +51,7 @@ wait_up() { # command...: until it succeeds (at most 60 s)
 pids_of_work() {
     local p
     for p in /proc/[0-9]*; do
-        tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$work" && echo "${p#/proc/}"
+        { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF "$work" && echo "${p#/proc/}"
     done
     return 0
 }
@@ -131,6 +131,7 @@ berth_all_running() { [ "$(B ps -q | wc -l)" -eq "$N" ]; }
 ctr_all_running() { [ "$(C task ls | grep -c RUNNING)" -eq "$N" ]; }
 
 : >"$work/times"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for rep in $(seq "$REPS"); do
     kill -9 "$BERTHD"; wait "$BERTHD" 2>/dev/null || true
     t0=$(now); start_berthd
@@ -158,6 +159,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
     echo "|---|---:|---:|---:|"
     echo "| kill -9, start → socket answers (\`version\`) | $bv ms | $cv ms | $(ratio "$bv" "$cv") |"
     echo "| kill -9, start → all $N listed running | $ba ms | $ca ms | $(ratio "$ba" "$ca") |"
+    echo
+    echo "Load average (1, 5, 15 min) before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
     echo "Each restart (ms to version, ms to all running):"
     echo
