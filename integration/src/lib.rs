@@ -3,6 +3,7 @@
 //! up every process, mount and cgroup afterwards, also when a test fails.
 
 pub mod fixtures;
+pub mod hang;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -148,19 +149,37 @@ impl Stack {
     /// SIGKILLs every daemon of the stack (containers keep running under
     /// their shims), then starts them again the same way.
     pub fn kill9_and_restart(&mut self) {
+        self.kill9();
+        self.restart();
+    }
+
+    /// SIGKILLs every daemon of the stack; containers keep running under
+    /// their shims. [`Stack::restart`] starts the daemons again.
+    pub fn kill9(&mut self) {
         for d in &mut self.daemons {
             let _ = d.kill();
             let _ = d.wait();
         }
         let n = self.daemons.len();
         self.daemons.clear();
-        // Keep the old logs: new daemons log to new files.
+        // Keep the old logs (appended to, over several restarts): new
+        // daemons log to new files.
         for i in 0..n {
-            let _ = std::fs::rename(
-                self.log_path(i),
-                self.dir.join(format!("berthd-{i}.log.old")),
-            );
+            let old = std::fs::read(self.log_path(i)).unwrap_or_default();
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(format!("berthd-{i}.log.old")))
+                .unwrap();
+            std::io::Write::write_all(&mut f, &old).unwrap();
+            let _ = std::fs::remove_file(self.log_path(i));
         }
+    }
+
+    /// Starts the daemons of a stack stopped by [`Stack::kill9`] and waits
+    /// until the gateway answers.
+    pub fn restart(&mut self) {
+        assert!(self.daemons.is_empty(), "the daemons are running");
         match self.mode {
             Mode::AllInOne => self.spawn_daemon(&[]),
             Mode::Split => {
@@ -171,6 +190,37 @@ impl Stack {
             }
         }
         self.wait_ready();
+    }
+
+    /// The task bundle of container `id` (full id) in the default namespace.
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.state.join("tasks").join("default").join(id)
+    }
+
+    /// The full id of a container.
+    pub fn id_of(&self, name: &str) -> String {
+        self.berth(&["inspect", "-f", "{{.Id}}", name])
+            .ok()
+            .trim()
+            .to_string()
+    }
+
+    /// The state berth-tasks reports for container `id` (full id), asked
+    /// directly on its socket.
+    pub fn task_state(&self, id: &str) -> berth_proto::tasks::v1::TaskState {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = berth_proto::tasks::v1::tasks_client::TasksClient::new(
+                berth_common::connect_unix(self.state.join("tasks.sock")),
+            );
+            c.state(berth_proto::tasks::v1::StateRequest { id: id.to_string() })
+                .await
+                .unwrap_or_else(|s| panic!("State({id}): {s}"))
+                .into_inner()
+        })
     }
 
     fn log_path(&self, n: usize) -> PathBuf {
@@ -213,12 +263,28 @@ impl Stack {
         }
     }
 
-    /// Everything the daemons printed.
+    /// Everything the daemons printed (since their last start).
     pub fn daemon_logs(&self) -> String {
         (0..self.daemons.len().max(1))
             .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n---\n")
+    }
+
+    /// Waits until `cond` holds, polling; panics with `what` and the daemon
+    /// logs after 30 s (a liveness bound, not a timing assertion).
+    #[track_caller]
+    pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting until {what}; logs:\n{}",
+                    self.daemon_logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The gateway address for -H.
@@ -368,9 +434,23 @@ pub fn unmount_under(dir: &Path) {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let ids = self.container_ids();
+        let mut ids = self.container_ids();
         for id in &ids {
             let _ = self.berth(&["rm", "-f", id]);
+        }
+        // Tasks the gateway did not list (it may be down after a failure):
+        // their bundles are named by container id.
+        for ns in std::fs::read_dir(self.state.join("tasks"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for b in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                let id = b.file_name().to_string_lossy().into_owned();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
         }
         for d in &mut self.daemons {
             let _ = nix::sys::signal::kill(

@@ -97,6 +97,7 @@ enum Command {
     },
 }
 
+#[derive(Clone)]
 struct Paths {
     root: PathBuf,
     state: PathBuf,
@@ -209,8 +210,19 @@ async fn wait_for_signal(tx: watch::Sender<bool>) {
     let _ = tx.send(true);
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    let result = rt.block_on(run());
+    // A check of a stuck shim (berth-tasks recovery) may still be blocked
+    // on the blocking pool: do not wait for it to exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+async fn run() -> Result<()> {
     let cli = Cli::parse();
     let name = match &cli.command {
         None => "berthd",
@@ -285,25 +297,40 @@ async fn main() -> Result<()> {
             )?);
         }
         None => {
-            servers.push(serve!(content_service(&p)?, p.sock("content"), rx));
-            servers.push(serve!(
-                snapshots_service(&p, &p.sock("content"))?,
-                p.sock("snapshots"),
-                rx
-            ));
-            servers.push(serve!(
-                tasks_service(&p, shim_path(cli.shim))?,
-                p.sock("tasks"),
-                rx
-            ));
-            servers.push(serve!(network_service(&p)?, p.sock("network"), rx));
+            // The stores are opened side by side (after a crash each redb
+            // open is a repair and several fsyncs); the sockets are served
+            // only when all are open, so that no client finds the gateway
+            // up and a service behind it not yet.
+            let content = {
+                let p = p.clone();
+                tokio::task::spawn_blocking(move || content_service(&p))
+            };
+            let snapshots = {
+                let p = p.clone();
+                tokio::task::spawn_blocking(move || snapshots_service(&p, &p.sock("content")))
+            };
             let backends = berth_gateway::Backends {
                 content: connect_unix(p.sock("content")),
                 snapshots: connect_unix(p.sock("snapshots")),
                 tasks: connect_unix(p.sock("tasks")),
                 network: connect_unix(p.sock("network")),
             };
-            servers.extend(gateway(&p, backends, p.sock("berth"), &rx)?);
+            let gw = {
+                let root = p.root.clone();
+                let registries = p.registries.clone();
+                tokio::task::spawn_blocking(move || {
+                    berth_gateway::Gateway::open(&root, backends, registries)
+                        .context("open gateway")
+                })
+            };
+            let tasks = tasks_service(&p, shim_path(cli.shim))?;
+            let network = network_service(&p)?;
+            let (content, snapshots, gw) = (content.await??, snapshots.await??, gw.await??);
+            servers.push(serve!(content, p.sock("content"), rx));
+            servers.push(serve!(snapshots, p.sock("snapshots"), rx));
+            servers.push(serve!(tasks, p.sock("tasks"), rx));
+            servers.push(serve!(network, p.sock("network"), rx));
+            servers.extend(serve_gateway(gw, p.sock("berth"), &rx)?);
         }
     }
     tokio::spawn(wait_for_signal(tx));
@@ -318,9 +345,20 @@ fn gateway(
     backends: berth_gateway::Backends,
     socket: PathBuf,
     rx: &watch::Receiver<bool>,
-) -> Result<Vec<tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>>> {
+) -> Result<Vec<ServerTask>> {
     let gw = berth_gateway::Gateway::open(&p.root, backends, p.registries.clone())
         .context("open gateway")?;
+    serve_gateway(gw, socket, rx)
+}
+
+type ServerTask = tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>;
+
+/// Serves an opened gateway on `socket` and starts its recovery.
+fn serve_gateway(
+    gw: berth_gateway::Gateway,
+    socket: PathBuf,
+    rx: &watch::Receiver<bool>,
+) -> Result<Vec<ServerTask>> {
     let incoming =
         unix_incoming(&socket).with_context(|| format!("listen on {}", socket.display()))?;
     info!(socket = %socket.display(), "gateway serving");

@@ -18,8 +18,7 @@ use berth_proto::gateway::v1::{
 use berth_proto::network::v1::{AttachRequest as NetAttach, DetachRequest as NetDetach};
 use berth_proto::snapshots::v1::{PrepareRequest, RemoveRequest};
 use berth_proto::tasks::v1::{
-    CreateTaskRequest, DeleteRequest, KillRequest, StartRequest, StateRequest,
-    Status as TaskStatus, WaitRequest, WatchOomRequest,
+    CreateTaskRequest, DeleteRequest, KillRequest, StartRequest, WaitRequest, WatchOomRequest,
 };
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
@@ -150,6 +149,29 @@ impl Inner {
         };
         self.store.put(&rec, durable)?;
         Ok(rec)
+    }
+
+    /// Changes several records in memory and in the store, in one
+    /// transaction. Records that are gone are skipped.
+    pub(crate) fn update_many(
+        &self,
+        keys: &[(String, String)],
+        durable: bool,
+        mut f: impl FnMut(usize, &mut ContainerRecord),
+    ) -> Result<()> {
+        let recs: Vec<ContainerRecord> = {
+            let mut map = self.containers.lock().unwrap();
+            keys.iter()
+                .enumerate()
+                .filter_map(|(i, k)| {
+                    map.get_mut(k).map(|rec| {
+                        f(i, rec);
+                        rec.clone()
+                    })
+                })
+                .collect()
+        };
+        self.store.put_many(&recs, durable)
     }
 
     fn publish(&self, ns: &str, id: &str, kind: EventKind) {
@@ -541,7 +563,7 @@ impl Inner {
         }
     }
 
-    fn spawn_watcher(self: Arc<Self>, ns: String, id: String) {
+    pub(crate) fn spawn_watcher(self: Arc<Self>, ns: String, id: String) {
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(200);
             loop {
@@ -580,7 +602,7 @@ impl Inner {
     /// WatchOom) and records each new one as an `oom` event with
     /// State.OOMKilled set, while the container runs as `pid`. The exit
     /// path records kills this stream has not reported yet.
-    fn spawn_oom_watcher(self: Arc<Self>, ns: String, id: String, pid: u32) {
+    pub(crate) fn spawn_oom_watcher(self: Arc<Self>, ns: String, id: String, pid: u32) {
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(200);
             let same_run = |inner: &Inner| {
@@ -642,7 +664,7 @@ impl Inner {
         });
     }
 
-    async fn handle_exit(
+    pub(crate) async fn handle_exit(
         self: &Arc<Self>,
         ns: &str,
         id: &str,
@@ -657,7 +679,11 @@ impl Inner {
         };
         let mut restart_in = None;
         let mut new_oom = false;
-        let rec = match self.update(ns, id, false, |c| {
+        // Durable: the task (and the exit file in its bundle) is deleted
+        // next, so after a crash this record is the only place the exit is
+        // known. Not for --rm, whose record is deleted (durably) right after.
+        let durable = self.get(ns, id).is_none_or(|c| !c.host_config.auto_remove);
+        let rec = match self.update(ns, id, durable, |c| {
             // Kills the live watch did not report yet (the init's own,
             // usually): docker's `oom` comes before `die`.
             if oom_kills > c.state.oom_kills {
@@ -966,84 +992,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// Reconciles records with berth-tasks after a gateway restart.
-pub(crate) async fn recover(inner: Arc<Inner>) {
-    let candidates: Vec<(String, String, bool)> = inner
-        .containers
-        .lock()
-        .unwrap()
-        .values()
-        // "created" too: the switch to running is not forced to disk, so a
-        // crash can leave a started container recorded as created.
-        .filter(|c| c.state.running() || c.state.status == "created")
-        .map(|c| (c.namespace.clone(), c.id.clone(), c.state.running()))
-        .collect();
-    for (ns, id, was_running) in candidates {
-        let mut attempts = 0;
-        loop {
-            match inner
-                .tasks
-                .clone()
-                .state(request(&ns, StateRequest { id: id.clone() }))
-                .await
-            {
-                Ok(st) => {
-                    let st = st.into_inner();
-                    if st.status == TaskStatus::Running as i32
-                        || st.status == TaskStatus::Paused as i32
-                    {
-                        let paused = st.status == TaskStatus::Paused as i32;
-                        let _ = inner.update(&ns, &id, true, |c| {
-                            c.state.status = if paused { "paused" } else { "running" }.into();
-                            c.state.pid = st.pid;
-                            if c.state.started_at.is_empty() {
-                                c.state.started_at = st.started_at.clone();
-                            }
-                        });
-                        inner.clone().spawn_watcher(ns.clone(), id.clone());
-                        inner
-                            .clone()
-                            .spawn_oom_watcher(ns.clone(), id.clone(), st.pid);
-                    } else if st.status == TaskStatus::Created as i32 {
-                        // Never started: nothing to reconcile.
-                    } else {
-                        if !was_running {
-                            let _ = inner.update(&ns, &id, false, |c| {
-                                c.state.started_at = st.started_at.clone();
-                            });
-                        }
-                        inner
-                            .handle_exit(
-                                &ns,
-                                &id,
-                                st.exit_status as i64,
-                                st.exited_at,
-                                st.oom_kills,
-                            )
-                            .await;
-                    }
-                    break;
-                }
-                Err(s) if s.code() == Code::NotFound => {
-                    if was_running {
-                        inner.handle_exit(&ns, &id, 255, String::new(), 0).await;
-                    }
-                    break;
-                }
-                Err(s) => {
-                    attempts += 1;
-                    if attempts > 60 {
-                        warn!(id = %id, "giving up on reconciling container: {s}");
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    }
-    inner.apply_restart_policies_at_start().await;
 }
 
 type EntryStream<T> = ReceiverStream<std::result::Result<T, Status>>;

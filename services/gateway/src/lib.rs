@@ -18,6 +18,7 @@ mod logs;
 mod processes;
 mod pull;
 mod push;
+mod recovery;
 mod resources;
 mod rootfs;
 mod spec;
@@ -150,7 +151,7 @@ impl Gateway {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             inner.restore_dangling_leases().await;
-            containers::recover(inner).await
+            recovery::recover(inner).await
         });
     }
 

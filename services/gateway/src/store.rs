@@ -27,11 +27,21 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
         let db = Database::create(dir.join("metadata.redb"))?;
-        let tx = db.begin_write()?;
-        tx.open_table(CONTAINERS)?;
-        tx.open_table(IMAGE_SIZES)?;
-        tx.open_table(DANGLING)?;
-        tx.commit()?;
+        // Create the tables only when missing: a write transaction at every
+        // start is one more durable commit (fsync) before the gateway serves.
+        let have_tables = {
+            let tx = db.begin_read()?;
+            tx.open_table(CONTAINERS).is_ok()
+                && tx.open_table(IMAGE_SIZES).is_ok()
+                && tx.open_table(DANGLING).is_ok()
+        };
+        if !have_tables {
+            let tx = db.begin_write()?;
+            tx.open_table(CONTAINERS)?;
+            tx.open_table(IMAGE_SIZES)?;
+            tx.open_table(DANGLING)?;
+            tx.commit()?;
+        }
         Ok(Store { db })
     }
 
@@ -60,6 +70,26 @@ impl Store {
         {
             let mut table = tx.open_table(CONTAINERS)?;
             table.insert(key(&rec.namespace, &rec.id).as_str(), data.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Writes several records in one transaction.
+    pub fn put_many(&self, recs: &[ContainerRecord], durable: bool) -> Result<()> {
+        if recs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write()?;
+        if !durable {
+            tx.set_durability(Durability::None);
+        }
+        {
+            let mut table = tx.open_table(CONTAINERS)?;
+            for rec in recs {
+                let data = serde_json::to_vec(rec).map_err(|e| Error::Internal(e.to_string()))?;
+                table.insert(key(&rec.namespace, &rec.id).as_str(), data.as_slice())?;
+            }
         }
         tx.commit()?;
         Ok(())
@@ -164,5 +194,61 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn rec(id: &str, status: &str) -> ContainerRecord {
+        let mut r = ContainerRecord {
+            id: id.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        };
+        r.state.status = status.into();
+        r
+    }
+
+    #[test]
+    fn records_survive_reopening_and_put_many_writes_all() {
+        let dir = TempDir(
+            std::env::temp_dir().join(format!("berth-gateway-store-{}", std::process::id())),
+        );
+        {
+            let store = Store::open(&dir.0).unwrap();
+            assert!(store.load_containers().unwrap().is_empty());
+            store.put(&rec("a", "created"), true).unwrap();
+            store
+                .put_many(&[rec("a", "running"), rec("b", "running")], false)
+                .unwrap();
+            store.put_image_size("img", 7).unwrap();
+        }
+        // Opened again (the tables exist: no write at open).
+        let store = Store::open(&dir.0).unwrap();
+        let mut got: Vec<(String, String)> = store
+            .load_containers()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id, r.state.status))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_string(), "running".to_string()),
+                ("b".to_string(), "running".to_string())
+            ]
+        );
+        assert_eq!(store.image_size("img").unwrap(), Some(7));
+        assert!(store.dangling("default").unwrap().is_empty());
     }
 }

@@ -20,6 +20,9 @@ pub enum Error {
         context: String,
         source: std::io::Error,
     },
+    /// Not possible yet (a task whose state recovery has not found); retry.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -45,6 +48,7 @@ impl From<Error> for Status {
                 md.insert(berth_common::EXIT_CODE_KEY, MetadataValue::from(exit_code));
                 Status::with_metadata(Code::FailedPrecondition, msg, md)
             }
+            Error::Unavailable(_) => Status::unavailable(msg),
             Error::Io { .. } | Error::Internal(_) => Status::internal(msg),
         }
     }

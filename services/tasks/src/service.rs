@@ -1,11 +1,12 @@
 //! The Tasks gRPC service.
 
 mod processes;
+mod recovery;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use berth_proto::tasks::v1::tasks_server::Tasks;
@@ -31,8 +32,11 @@ use crate::pidfd;
 type Key = (String, String);
 
 struct Task {
+    id: String,
     bundle: Bundle,
-    record: TaskRecord,
+    /// What Create recorded; set from the bundle by recovery after a
+    /// restart (unset only while the task's status is UNKNOWN).
+    record: OnceLock<TaskRecord>,
     inner: Mutex<Inner>,
     exit_tx: watch::Sender<Option<ExitRecord>>,
     /// OOM kills seen in the task's cgroup during this run.
@@ -49,12 +53,48 @@ struct Inner {
 }
 
 impl Task {
+    fn new(id: String, bundle: Bundle, record: Option<TaskRecord>, status: TaskStatus) -> Self {
+        let (exit_tx, _) = watch::channel(None);
+        let (oom_tx, _) = watch::channel(0);
+        let started_at = record
+            .as_ref()
+            .map(|r| r.started_at.clone())
+            .unwrap_or_default();
+        Task {
+            id,
+            bundle,
+            record: record.map(OnceLock::from).unwrap_or_default(),
+            inner: Mutex::new(Inner {
+                status: status as i32,
+                started_at,
+                ..Default::default()
+            }),
+            exit_tx,
+            oom_tx,
+        }
+    }
+
+    fn cgroups_path(&self) -> &str {
+        self.record.get().map_or("", |r| r.cgroups_path.as_str())
+    }
+
+    /// Refuses to act on a task whose state recovery has not found yet.
+    fn check_known(&self, inner: &Inner) -> Result<(), Error> {
+        if inner.status == TaskStatus::Unknown as i32 {
+            return Err(Error::Unavailable(format!(
+                "the state of task {} is not known yet: berth-tasks is still reconnecting to its shim; try again",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
     fn state(&self) -> TaskState {
         let inner = self.inner.lock().unwrap();
         let exit = self.exit_tx.borrow().clone();
         let oom_kills = *self.oom_tx.borrow();
         TaskState {
-            id: self.record.id.clone(),
+            id: self.id.clone(),
             status: inner.status,
             pid: inner.pid,
             exit_status: exit.as_ref().map_or(0, |e| e.exit_status),
@@ -115,8 +155,11 @@ struct MountJson<'a> {
 
 impl TasksService {
     /// Opens the service with bundles under `state_dir/tasks`, running shims
-    /// from `shim`. Tasks left by an earlier run are found again: running
-    /// ones are watched, stopped ones keep their exit status.
+    /// from `shim`. Tasks left by an earlier run are entered at once with
+    /// status UNKNOWN and found again in the background (see
+    /// [`recovery`]): running ones are watched, stopped ones keep their exit
+    /// status. The service can serve before any shim has been checked.
+    /// Needs a tokio runtime.
     pub fn open(state_dir: &Path, shim: PathBuf) -> Result<Self, Error> {
         let root = state_dir.join("tasks");
         std::fs::create_dir_all(&root).map_err(Error::io(format!("create {}", root.display())))?;
@@ -126,95 +169,31 @@ impl TasksService {
             tasks: Arc::default(),
             execs: Arc::default(),
         };
-        svc.recover()?;
+        let mut found = Vec::new();
+        for (ns, id, bundle) in recovery::scan(&svc.root) {
+            let task = Arc::new(Task::new(id.clone(), bundle, None, TaskStatus::Unknown));
+            svc.tasks
+                .lock()
+                .unwrap()
+                .insert((ns.clone(), id), task.clone());
+            found.push(((ns, task.id.clone()), task));
+        }
+        recovery::spawn(svc.tasks.clone(), found, recovery::deadline());
         Ok(svc)
     }
 
-    fn recover(&self) -> Result<(), Error> {
-        let Ok(namespaces) = std::fs::read_dir(&self.root) else {
-            return Ok(());
-        };
-        for ns in namespaces.flatten() {
-            let ns_name = ns.file_name().to_string_lossy().to_string();
-            let Ok(entries) = std::fs::read_dir(ns.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let bundle = Bundle::new(entry.path());
-                let record = match bundle.read_record() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // A bundle without a record never finished Create.
-                        warn!("removing incomplete bundle {}: {e}", entry.path().display());
-                        let _ = std::fs::remove_dir_all(entry.path());
-                        continue;
-                    }
-                };
-                let task = self.insert(&ns_name, bundle, record);
-                self.reattach(task);
-            }
-        }
-        Ok(())
-    }
-
     fn insert(&self, ns: &str, bundle: Bundle, record: TaskRecord) -> Arc<Task> {
-        let (exit_tx, _) = watch::channel(None);
-        let (oom_tx, _) = watch::channel(0);
-        let task = Arc::new(Task {
+        let task = Arc::new(Task::new(
+            record.id.clone(),
             bundle,
-            inner: Mutex::new(Inner {
-                status: TaskStatus::Created as i32,
-                started_at: record.started_at.clone(),
-                ..Default::default()
-            }),
-            record,
-            exit_tx,
-            oom_tx,
-        });
+            Some(record),
+            TaskStatus::Created,
+        ));
         self.tasks
             .lock()
             .unwrap()
-            .insert((ns.to_string(), task.record.id.clone()), task.clone());
+            .insert((ns.to_string(), task.id.clone()), task.clone());
         task
-    }
-
-    /// Finds the state of a task from its bundle after a restart.
-    fn reattach(&self, task: Arc<Task>) {
-        if let Some(exit) = task.bundle.read_exit() {
-            task.set_exited(exit);
-            return;
-        }
-        let Some(shim_pid) = task.bundle.shim_pid() else {
-            return; // created, never started
-        };
-        match open_shim(&task.bundle, shim_pid) {
-            Some(shim_fd) => {
-                let pid = task.bundle.init_pid().unwrap_or(0);
-                {
-                    let mut inner = task.inner.lock().unwrap();
-                    inner.status = if pid > 0 && processes::is_frozen(pid) {
-                        TaskStatus::Paused as i32
-                    } else {
-                        TaskStatus::Running as i32
-                    };
-                    inner.pid = pid as u32;
-                    inner.init_fd = pidfd::open(pid).ok().map(Arc::new);
-                }
-                info!(id = %task.record.id, pid, "found running task");
-                watch_oom(task.clone());
-                watch_shim(task, shim_fd);
-            }
-            None => {
-                // The shim is gone and left no exit status: it was killed.
-                let exit = task.bundle.read_exit().unwrap_or(ExitRecord {
-                    exit_status: 255,
-                    exited_at: berth_common::time::now_rfc3339(),
-                    error: "shim exited without recording an exit status".into(),
-                    ..Default::default()
-                });
-                task.set_exited(exit);
-            }
-        }
     }
 
     fn get(&self, ns: &str, id: &str) -> Result<Arc<Task>, Error> {
@@ -302,6 +281,7 @@ impl TasksService {
         let task = self.get(ns, id)?;
         {
             let mut inner = task.inner.lock().unwrap();
+            task.check_known(&inner)?;
             if inner.status != TaskStatus::Created as i32 || inner.starting {
                 return Err(Error::FailedPrecondition(format!(
                     "task {id} cannot be started: it has already been started"
@@ -315,24 +295,29 @@ impl TasksService {
     }
 
     async fn spawn_shim(&self, task: &Arc<Task>) -> Result<u32, Error> {
+        // Only a CREATED task is started, and those have their record.
+        let rec = task
+            .record
+            .get()
+            .ok_or_else(|| Error::Internal(format!("task {} has no record", task.id)))?;
         let mut cmd = tokio::process::Command::new(&self.shim);
         cmd.arg("--id")
-            .arg(&task.record.id)
+            .arg(&task.id)
             .arg("--bundle")
             .arg(&task.bundle.dir);
-        if !task.record.log_path.is_empty() {
-            if let Some(parent) = Path::new(&task.record.log_path).parent() {
+        if !rec.log_path.is_empty() {
+            if let Some(parent) = Path::new(&rec.log_path).parent() {
                 let _ = std::fs::create_dir_all(parent);
             }
-            cmd.arg("--log").arg(&task.record.log_path);
-            if task.record.log_max_size > 0 {
+            cmd.arg("--log").arg(&rec.log_path);
+            if rec.log_max_size > 0 {
                 cmd.arg("--log-max-size")
-                    .arg(task.record.log_max_size.to_string())
+                    .arg(rec.log_max_size.to_string())
                     .arg("--log-max-files")
-                    .arg(task.record.log_max_files.max(1).to_string());
+                    .arg(rec.log_max_files.max(1).to_string());
             }
         }
-        if task.record.open_stdin {
+        if rec.open_stdin {
             cmd.arg("--stdin");
         }
         cmd.stdin(std::process::Stdio::null())
@@ -352,7 +337,7 @@ impl TasksService {
         let report: ShimReport = serde_json::from_str(out.trim()).map_err(|e| {
             Error::Internal(format!(
                 "shim for {} failed ({status}) without a report: {e}; output {:?}",
-                task.record.id,
+                task.id,
                 out.trim()
             ))
         })?;
@@ -371,7 +356,7 @@ impl TasksService {
             .pid
             .ok_or_else(|| Error::Internal("shim report has neither pid nor error".into()))?;
         let started_at = berth_common::time::now_rfc3339();
-        let mut record = task.record.clone();
+        let mut record = rec.clone();
         record.started_at = started_at.clone();
         task.bundle.write_record(&record)?;
         {
@@ -410,6 +395,7 @@ impl TasksService {
         let task = self.get(ns, &req.id)?;
         let fd = {
             let inner = task.inner.lock().unwrap();
+            task.check_known(&inner)?;
             if inner.status != TaskStatus::Running as i32
                 && inner.status != TaskStatus::Paused as i32
             {
@@ -454,6 +440,7 @@ impl TasksService {
         let task = self.get(ns, id)?;
         {
             let inner = task.inner.lock().unwrap();
+            task.check_known(&inner)?;
             if inner.status == TaskStatus::Running as i32
                 || inner.status == TaskStatus::Paused as i32
                 || inner.starting
@@ -467,7 +454,7 @@ impl TasksService {
             .lock()
             .unwrap()
             .remove(&(ns.to_string(), id.to_string()));
-        remove_cgroup(&task.record.cgroups_path);
+        remove_cgroup(task.cgroups_path());
         std::fs::remove_dir_all(&task.bundle.dir)
             .or_else(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
@@ -486,7 +473,8 @@ impl TasksService {
 
     fn pids(&self, ns: &str, id: &str) -> Result<Vec<u32>, Error> {
         let task = self.get(ns, id)?;
-        let cg = task.record.cgroups_path.trim_start_matches('/');
+        task.check_known(&task.inner.lock().unwrap())?;
+        let cg = task.cgroups_path().trim_start_matches('/');
         for base in [
             "/sys/fs/cgroup/pids",
             "/sys/fs/cgroup/memory",
@@ -505,18 +493,38 @@ impl TasksService {
 /// Opens a pidfd for the shim, checking that the process really is the shim
 /// of this bundle (pids are reused).
 fn open_shim(bundle: &Bundle, pid: i32) -> Option<OwnedFd> {
-    let fd = pidfd::open(pid).ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    try_open_shim(bundle, pid).ok().flatten()
+}
+
+/// Like [`open_shim`], telling "gone, or another process" (`Ok(None)`) from
+/// a check that failed (an error: the answer is not known).
+fn try_open_shim(bundle: &Bundle, pid: i32) -> std::io::Result<Option<OwnedFd>> {
+    let gone = |e: &std::io::Error| {
+        e.kind() == std::io::ErrorKind::NotFound
+            || matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL))
+    };
+    let fd = match pidfd::open(pid) {
+        Ok(fd) => fd,
+        Err(e) if gone(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // This read can block for as long as the process's mm lock is held
+    // (a process stuck in D state): recovery runs it with a deadline.
+    let cmdline = match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(c) => c,
+        Err(e) if gone(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let bundle_arg = bundle.dir.as_os_str().as_encoded_bytes();
     let is_ours = cmdline.split(|b| *b == 0).any(|arg| arg == bundle_arg);
-    is_ours.then_some(fd)
+    Ok(is_ours.then_some(fd))
 }
 
 /// Waits for the shim to exit, then publishes the exit status it recorded.
 fn watch_shim(task: Arc<Task>, shim_fd: OwnedFd) {
     tokio::spawn(async move {
         if let Err(e) = pidfd::exited(shim_fd).await {
-            warn!(id = %task.record.id, "cannot watch shim: {e}");
+            warn!(id = %task.id, "cannot watch shim: {e}");
             return;
         }
         let exit = task.bundle.read_exit().unwrap_or(ExitRecord {
@@ -525,7 +533,7 @@ fn watch_shim(task: Arc<Task>, shim_fd: OwnedFd) {
             error: "shim exited without recording an exit status".into(),
             ..Default::default()
         });
-        info!(id = %task.record.id, status = exit.exit_status, "task exited");
+        info!(id = %task.id, status = exit.exit_status, "task exited");
         task.set_exited(exit);
     });
 }
@@ -542,12 +550,12 @@ fn clamp_u32(n: u64) -> u32 {
 fn watch_oom(task: Arc<Task>) {
     use berth_runtime::oom::OomWatch;
     use tokio::io::unix::AsyncFd;
-    let path = task.record.cgroups_path.clone();
+    let path = task.cgroups_path().to_string();
     if path.is_empty() {
         return;
     }
     tokio::spawn(async move {
-        let id = task.record.id.clone();
+        let id = task.id.clone();
         let cg = match berth_runtime::cgroups::Cgroup::load(Path::new(&path)) {
             Ok(cg) => cg,
             Err(e) => {

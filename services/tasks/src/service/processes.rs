@@ -50,6 +50,7 @@ impl TasksService {
         let task = self.get(ns, id)?;
         let (status, pid) = {
             let inner = task.inner.lock().unwrap();
+            task.check_known(&inner)?;
             (inner.status, inner.pid)
         };
         if status == TaskStatus::Paused as i32 && !allow_paused {
@@ -374,9 +375,11 @@ impl TasksService {
     }
 }
 
-/// Whether the task's cgroup is frozen (after a restart of this service).
-pub(super) fn is_frozen(pid: i32) -> bool {
-    let dirs = cgroupfs::of_pid(pid);
+/// Whether the task's cgroup is frozen (after a restart of this service),
+/// given this process's mountinfo.
+pub(super) fn is_frozen(pid: i32, mountinfo: &str) -> bool {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let dirs = cgroupfs::cgroup_dirs(&cg, mountinfo);
     if let Some(d) = cgroupfs::controller_dir(&dirs, "freezer") {
         if let Ok(s) = std::fs::read_to_string(d.join("freezer.state")) {
             return s.trim() == "FROZEN";
