@@ -407,6 +407,7 @@ impl Inner {
                             name: chain_id.clone(),
                             key: key.clone(),
                             labels: Default::default(),
+                            parent: String::new(),
                         },
                     ))
                     .await
