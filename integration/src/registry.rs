@@ -595,3 +595,180 @@ impl Registry {
         Registry::start_in(dir, auth, Some((&tokens.user, &tokens.password)))
     }
 }
+/// An image layout made by [`oci_layers_layout`].
+pub struct LayersLayout {
+    pub dir: PathBuf,
+    /// Digests of the layer blobs, bottom first.
+    pub layers: Vec<String>,
+    /// Digest of the config blob.
+    pub config: String,
+}
+
+/// Writes an OCI image layout holding one image for `arch` whose layers are
+/// the given tars (bottom first), gzipped, named `latest` in the layout.
+pub fn oci_layers_layout(dir: &Path, arch: &str, tars: &[Vec<u8>]) -> LayersLayout {
+    let layout = dir.join(crate::unique("layout"));
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let mut layers = Vec::new();
+    let mut digests = Vec::new();
+    let mut diff_ids = Vec::new();
+    for t in tars {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(t).unwrap();
+        let gz = e.finish().unwrap();
+        let (d, size) = put_blob(&layout, &gz);
+        layers.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": size,
+        }));
+        digests.push(d);
+        diff_ids.push(sha256(t));
+    }
+    let config = serde_json::json!({
+        "created": "2026-01-02T03:04:05Z",
+        "architecture": arch,
+        "os": "linux",
+        "config": {"Cmd": ["sh"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": tars.iter().map(|_| serde_json::json!({"created_by": "test"})).collect::<Vec<_>>(),
+    });
+    let (config_digest, config_size) = put_blob(&layout, &serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": layers,
+    });
+    let (md, ms) = put_blob(&layout, &serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+        "annotations": {"org.opencontainers.image.ref.name": "latest"},
+    }]});
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    LayersLayout {
+        dir: layout,
+        layers: digests,
+        config: config_digest,
+    }
+}
+
+/// A TCP proxy on loopback in front of a registry that breaks one
+/// download: the response to the first request whose request line contains
+/// `needle` is cut (both sockets shut down) after `after` bytes. Everything
+/// else is forwarded untouched. Stopped on drop.
+pub struct CutProxy {
+    /// 127.0.0.1:PORT
+    pub addr: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CutProxy {
+    pub fn start(upstream: &str, needle: &str, after: usize) -> CutProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (upstream, needle) = (upstream.to_string(), needle.as_bytes().to_vec());
+        let (cut2, stop2) = (cut.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                // Set by the request side before it forwards the request
+                // to cut, read by the response side.
+                let armed = Arc::new(AtomicBool::new(false));
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (needle, cut, armed2) = (needle.clone(), cut2.clone(), armed.clone());
+                std::thread::spawn(move || {
+                    use std::io::Read;
+                    let mut tail: Vec<u8> = Vec::new();
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match c_in.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        tail.extend_from_slice(&buf[..n]);
+                        if tail.windows(needle.len()).any(|w| w == needle.as_slice())
+                            && !cut.swap(true, Ordering::SeqCst)
+                        {
+                            armed2.store(true, Ordering::SeqCst);
+                        }
+                        let keep = tail.len().saturating_sub(needle.len());
+                        tail.drain(..keep);
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                std::thread::spawn(move || {
+                    use std::io::Read;
+                    let mut sent_armed = 0usize;
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        let n = match s_in.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if armed.load(Ordering::SeqCst) {
+                            let room = after - sent_armed;
+                            if n >= room {
+                                let _ = c_out.write_all(&buf[..room]);
+                                let _ = c_out.shutdown(std::net::Shutdown::Both);
+                                let _ = s_in.shutdown(std::net::Shutdown::Both);
+                                return;
+                            }
+                            sent_armed += n;
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        CutProxy {
+            addr,
+            cut,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Whether the request to cut was seen (its response is cut).
+    pub fn did_cut(&self) -> bool {
+        self.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = std::net::TcpStream::connect(&self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

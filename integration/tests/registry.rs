@@ -1,7 +1,9 @@
 //! End-to-end: pull, push, login, logout and search against Debian's
 //! docker-registry, with skopeo as the independent peer.
 
-use berth_integration::registry::{oci_layout, Faults, FlakyProxy, Registry, TokenServer, Variant};
+use berth_integration::registry::{
+    oci_layers_layout, oci_layout, CutProxy, Faults, FlakyProxy, Registry, TokenServer, Variant,
+};
 use berth_integration::{require_root, unique, Mode, Stack};
 
 /// A stack whose CLI keeps its credentials in the stack's own dir.
@@ -291,6 +293,119 @@ fn files_named(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
                 out.push(p);
             }
         }
+    }
+    out
+}
+
+/// A tar entry with its own mode, owner and mtime.
+fn entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    kind: tar::EntryType,
+    path: &str,
+    mode: u32,
+    (uid, gid, mtime): (u64, u64, u64),
+    data: &[u8],
+) {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(uid);
+    h.set_gid(gid);
+    h.set_mtime(mtime);
+    h.set_size(data.len() as u64);
+    b.append_data(&mut h, path, data).unwrap();
+}
+
+/// Layers on top of busybox whose files need directories the layer lacks
+/// ("implicit" ones), below directories with unusual modes and owners.
+fn layered_tars(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    use tar::EntryType::{Directory as D, Regular as F};
+    let base = std::fs::read(berth_integration::fixtures::busybox_tar_in(dir)).unwrap();
+    let t = (0, 0, 1_600_000_000);
+    let mut l2 = tar::Builder::new(Vec::new());
+    entry(&mut l2, D, "opt", 0o750, (1000, 50, 1_500_000_001), b"");
+    entry(&mut l2, F, "opt/readme", 0o644, t, b"readme\n");
+    entry(&mut l2, D, "var", 0o755, t, b"");
+    entry(&mut l2, D, "var/mail", 0o2775, (0, 50, 1_500_000_002), b"");
+    entry(&mut l2, D, "srv", 0o711, (0, 0, 1_500_000_003), b"");
+    entry(&mut l2, F, "tmp/from-l2", 0o644, t, b"l2\n");
+    // Big enough to arrive in many chunks, also compressed.
+    let big = noise(3_000_000);
+    entry(&mut l2, F, "var/big", 0o600, t, &big);
+    let mut l3 = tar::Builder::new(Vec::new());
+    entry(&mut l3, F, "opt/app/bin/tool", 0o755, t, b"tool\n");
+    entry(&mut l3, F, "var/mail/box/x", 0o600, t, b"x\n");
+    entry(&mut l3, F, "etc/l3.conf", 0o644, t, b"conf\n");
+    entry(&mut l3, F, "tmp/from-l3", 0o644, t, b"l3\n");
+    entry(&mut l3, F, "srv/x/f", 0o644, t, b"f\n");
+    entry(&mut l3, D, "srv", 0o700, t, b"");
+    entry(&mut l3, F, "etc/.wh.group", 0o644, t, b"");
+    let mut l4 = tar::Builder::new(Vec::new());
+    entry(&mut l4, F, "opt/app/data", 0o644, t, b"data\n");
+    entry(&mut l4, F, "new/deep/file", 0o644, t, b"n\n");
+    vec![
+        base,
+        l2.into_inner().unwrap(),
+        l3.into_inner().unwrap(),
+        l4.into_inner().unwrap(),
+    ]
+}
+
+/// `len` bytes that do not compress.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The exported root filesystem of a new container of `image`: path →
+/// type, mode, owner, content and link, and the mtime unless it is later
+/// than `since` (directories made by the unpacker during the test).
+fn rootfs_of(s: &Stack, image: &str, since: u64) -> std::collections::BTreeMap<String, String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let name = unique("rootfs");
+    s.berth(&["create", "--name", &name, image]).ok();
+    let file = s.dir.join(format!("{name}.tar"));
+    s.berth(&["export", "-o", file.to_str().unwrap(), &name])
+        .ok();
+    s.berth(&["rm", &name]).ok();
+    let bytes = std::fs::read(&file).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(&bytes[..]);
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let h = e.header().clone();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let link = e
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().into_owned());
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        let mtime = h.mtime().unwrap();
+        let mtime = if mtime > since {
+            "now".to_string()
+        } else {
+            mtime.to_string()
+        };
+        let digest = hex::encode(sha2::Sha256::digest(&data));
+        out.insert(
+            path,
+            format!(
+                "{:?} mode={:o} owner={}:{} mtime={mtime} link={link:?} data={digest}",
+                h.entry_type(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+            ),
+        );
     }
     out
 }
@@ -914,4 +1029,271 @@ fn info_shows_the_engine_and_registry_logins() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.starts_with("1 overlayfs ["), "{r:?}");
     s.berth(&["rm", "-f", "inf1", "inf2"]).ok();
+}
+
+/// The number of `method` RPCs served, from the daemons' debug log.
+fn rpcs(logs: &str, method: &str) -> usize {
+    logs.lines()
+        .filter(|l| l.ends_with("berth_common::grpc: request"))
+        .filter(|l| {
+            l.contains(&format!("rpc.method={method} "))
+                || l.contains(&format!("rpc.method={method}}}"))
+        })
+        .count()
+}
+
+/// (name, kind) of every snapshot in the default namespace.
+fn snapshots(s: &Stack) -> Vec<(String, i32)> {
+    use berth_proto::snapshots::v1::{snapshots_client::SnapshotsClient, ListRequest};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c =
+            SnapshotsClient::new(berth_common::connect_unix(s.state.join("snapshots.sock")));
+        c.list(berth_common::request("default", ListRequest {}))
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshots
+            .into_iter()
+            .map(|i| (i.name, i.kind))
+            .collect()
+    })
+}
+
+/// Asserts that only the image's committed layers exist: no unpack is left
+/// behind.
+#[track_caller]
+fn only_committed_layers(s: &Stack, n: usize) {
+    use berth_proto::snapshots::v1::Kind;
+    let all = snapshots(s);
+    assert_eq!(all.len(), n, "{all:?}");
+    assert!(
+        all.iter().all(|(_, k)| *k == Kind::Committed as i32),
+        "{all:?}"
+    );
+}
+
+/// What the layered image's root filesystem must hold: directories the
+/// layers lack take their attributes from the layers below them.
+#[track_caller]
+fn check_layered_rootfs(fs: &std::collections::BTreeMap<String, String>) {
+    let get = |p: &str| {
+        fs.get(p)
+            .unwrap_or_else(|| panic!("{p} missing: {fs:#?}"))
+            .clone()
+    };
+    for (p, want) in [
+        ("tmp", "mode=1777 owner=0:0 mtime=1700000000"),
+        ("opt", "mode=750 owner=1000:50 mtime=1500000001"),
+        ("var/mail", "mode=2775 owner=0:50 mtime=1500000002"),
+        ("etc", "mode=755 owner=0:0 mtime=1700000000"),
+        ("srv", "mode=700 owner=0:0 mtime=1600000000"),
+        ("opt/app", "mode=755 owner=0:0"),
+        ("opt/app/bin", "mode=755 owner=0:0"),
+        ("var/mail/box", "mode=755 owner=0:0"),
+        ("srv/x", "mode=755 owner=0:0"),
+        ("new/deep", "mode=755 owner=0:0"),
+        ("opt/app/data", "Regular mode=644"),
+        ("var/big", "Regular mode=600"),
+        ("etc/l3.conf", "Regular mode=644"),
+    ] {
+        assert!(get(p).contains(want), "{p}: {} lacks {want}", get(p));
+    }
+    assert!(!fs.contains_key("etc/group"));
+    assert!(fs.contains_key("etc/passwd"));
+    assert!(fs.contains_key("tmp/from-l2") && fs.contains_key("tmp/from-l3"));
+}
+
+/// Content Read RPCs of blob `digest`.
+fn reads_of(logs: &str, digest: &str) -> usize {
+    logs.lines()
+        .filter(|l| l.contains("read blob") && l.contains(&format!("digest={digest}")))
+        .count()
+}
+
+#[test]
+fn pull_unpacks_layers_while_they_download_in_one_pass() {
+    require_root!();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    let s = Stack::start_with_env(
+        Mode::AllInOne,
+        &[(
+            "BERTH_LOG",
+            "info,berth_common=debug,berth_content::service=debug",
+        )],
+    );
+    let reg = Registry::start(None);
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let image = oci_layers_layout(&s.dir, arch, &layered_tars(&s.dir));
+    reg.skopeo_push(&image.dir, "layers/img:1");
+    let name = format!("{}/layers/img:1", reg.addr);
+
+    // Pulled: every layer streamed into berth-snapshots as it downloaded,
+    // none applied from, or read back out of, berth-content.
+    let r = s.berth(&["pull", &name]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", s.daemon_logs());
+    assert_eq!(r.stdout.matches(": Extracting").count(), 4, "{r:?}");
+    assert_eq!(r.stdout.matches(": Pull complete").count(), 4, "{r:?}");
+    let logs = s.daemon_logs();
+    assert_eq!(
+        rpcs(&logs, "/berth.snapshots.v1.Snapshots/ApplyStream"),
+        4,
+        "{logs}"
+    );
+    assert_eq!(
+        rpcs(&logs, "/berth.snapshots.v1.Snapshots/Apply"),
+        0,
+        "{logs}"
+    );
+    for d in &image.layers {
+        assert_eq!(reads_of(&logs, d), 0, "layer {d} was read back\n{logs}");
+    }
+    // (The log does name what was read: the config, for one.)
+    assert!(reads_of(&logs, &image.config) > 0, "{logs}");
+    only_committed_layers(&s, 4);
+    let streamed = rootfs_of(&s, &name, since);
+
+    // The same image unpacked the sequential way: removed (the blobs stay
+    // in berth-content) and pulled again, each layer is applied from
+    // berth-content on top of the one below.
+    s.berth(&["rmi", &name]).ok();
+    let before = logs.len();
+    let r = s.berth(&["pull", &name]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", s.daemon_logs());
+    let logs = s.daemon_logs();
+    let later = &logs[before..];
+    assert_eq!(
+        rpcs(later, "/berth.snapshots.v1.Snapshots/Apply"),
+        4,
+        "{later}"
+    );
+    assert_eq!(
+        rpcs(later, "/berth.snapshots.v1.Snapshots/ApplyStream"),
+        0,
+        "{later}"
+    );
+    for d in &image.layers {
+        assert_eq!(reads_of(later, d), 1, "{later}");
+    }
+    only_committed_layers(&s, 4);
+    let sequential = rootfs_of(&s, &name, since);
+
+    assert_eq!(streamed.len(), sequential.len());
+    for (path, attrs) in &sequential {
+        assert_eq!(streamed.get(path), Some(attrs), "{path}");
+    }
+    // Directories the layers lack took their attributes from the layers
+    // below them: the same answer both ways, and the right one.
+    check_layered_rootfs(&streamed);
+}
+
+#[test]
+fn a_layer_whose_download_resumes_is_applied_from_content() {
+    require_root!();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    let s = Stack::start_with_env(
+        Mode::AllInOne,
+        &[(
+            "BERTH_LOG",
+            "info,berth_common=debug,berth_content::service=debug",
+        )],
+    );
+    let reg = Registry::start(None);
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let image = oci_layers_layout(&s.dir, arch, &layered_tars(&s.dir));
+    reg.skopeo_push(&image.dir, "layers/img:1");
+    // The big layer's first download breaks after 1 MiB.
+    let cut = image.layers[1].clone();
+    let proxy = CutProxy::start(
+        &reg.addr,
+        &format!("GET /v2/layers/img/blobs/{cut}"),
+        1 << 20,
+    );
+    let name = format!("{}/layers/img:1", proxy.addr);
+
+    let r = s.berth(&["pull", &name]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", s.daemon_logs());
+    assert!(proxy.did_cut());
+    assert_eq!(r.stdout.matches(": Pull complete").count(), 4, "{r:?}");
+    let logs = s.daemon_logs();
+    assert!(logs.contains("layer download broke, resuming"), "{logs}");
+    // Every layer started unpacking as it downloaded; the broken one was
+    // dropped and, once whole in berth-content, applied from there.
+    assert_eq!(
+        rpcs(&logs, "/berth.snapshots.v1.Snapshots/ApplyStream"),
+        4,
+        "{logs}"
+    );
+    assert_eq!(
+        rpcs(&logs, "/berth.snapshots.v1.Snapshots/Apply"),
+        1,
+        "{logs}"
+    );
+    assert_eq!(reads_of(&logs, &cut), 1, "{logs}");
+    for d in image.layers.iter().filter(|d| **d != cut) {
+        assert_eq!(reads_of(&logs, d), 0, "{d}\n{logs}");
+    }
+    only_committed_layers(&s, 4);
+    check_layered_rootfs(&rootfs_of(&s, &name, since));
+}
+
+#[test]
+fn a_bad_layer_fails_the_pull_and_leaves_no_unpack_behind() {
+    require_root!();
+    let s = stack();
+    let reg = Registry::start(None);
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    // A layer that is refused at its first entry, while megabytes follow.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(1);
+    h.as_old_mut().name[..9].copy_from_slice(b"../escape");
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    entry(
+        &mut b,
+        tar::EntryType::Regular,
+        "big",
+        0o644,
+        (0, 0, 1_600_000_000),
+        &noise(3_000_000),
+    );
+    let base = std::fs::read(berth_integration::fixtures::busybox_tar_in(&s.dir)).unwrap();
+    let image = oci_layers_layout(&s.dir, arch, &[base, b.into_inner().unwrap()]);
+    reg.skopeo_push(&image.dir, "bad/img:1");
+    let name = format!("{}/bad/img:1", reg.addr);
+
+    let r = berth_env(&s, &["pull", &name], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("escapes the root"), "{r:?}");
+    assert!(!s.dir.parent().unwrap().join("escape").exists());
+    // The good layer below may stay (committed, like any layer); nothing
+    // half-unpacked does, and no image is named.
+    only_committed_layers(&s, 1);
+    assert_eq!(s.berth(&["images", "-q"]).ok(), "");
 }

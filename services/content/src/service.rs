@@ -264,6 +264,7 @@ impl Content for ContentService {
     ) -> Result<Response<Self::ReadStream>, Status> {
         let req = request.into_inner();
         let d = Digest::parse(&req.digest)?;
+        tracing::debug!(digest = %d, offset = req.offset, size = req.size, "read blob");
         let path = self.store.blob_path(&d);
         let mut file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,

@@ -29,7 +29,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::pull::ProgressTx;
+use crate::pull::{ProgressTx, Streamed};
 use crate::Inner;
 
 /// The Go name of this machine's architecture ("amd64", "arm64", ...).
@@ -374,9 +374,37 @@ impl Inner {
     }
 
     /// Makes sure every layer of the image is unpacked into a committed
-    /// snapshot named by its chain ID; returns the top chain ID and the
-    /// uncompressed size of what was unpacked now.
+    /// snapshot named by its chain ID; returns the top chain ID. Records the
+    /// uncompressed size when it unpacked all of them now.
     pub(crate) async fn ensure_unpacked(&self, ns: &str, info: &ImageInfo) -> Result<String> {
+        self.unpack_layers(ns, info, HashMap::new()).await
+    }
+
+    /// Like [`Inner::ensure_unpacked`], where `streamed` holds layers (by
+    /// index) a pull already unpacked while downloading, each into an active
+    /// snapshot prepared without a parent: those are committed in order onto
+    /// the layer below (a rebase, CommitRequest.parent), the others are
+    /// applied from berth-content. Every snapshot in `streamed` ends up
+    /// committed or removed, also on error.
+    pub(crate) async fn unpack_layers(
+        &self,
+        ns: &str,
+        info: &ImageInfo,
+        mut streamed: HashMap<usize, Streamed>,
+    ) -> Result<String> {
+        let r = self.commit_layers(ns, info, &mut streamed).await;
+        // Not needed (the layer exists already) or not reached (an error).
+        self.remove_snapshots(ns, streamed.into_values().map(|s| s.key))
+            .await;
+        r
+    }
+
+    async fn commit_layers(
+        &self,
+        ns: &str,
+        info: &ImageInfo,
+        streamed: &mut HashMap<usize, Streamed>,
+    ) -> Result<String> {
         let chain = info.chain_ids();
         let mut parent = String::new();
         let mut total = 0u64;
@@ -402,48 +430,60 @@ impl Inner {
                 Err(s) if s.code() == Code::NotFound => {}
                 Err(s) => return Err(Error::service("snapshots")(s)),
             }
-            let key = format!(
-                "extract-{}-{}",
-                crate::container::new_id().get(..12).unwrap_or(""),
-                chain_id
-            );
-            self.snapshots
-                .clone()
-                .prepare(request(
-                    ns,
-                    PrepareRequest {
-                        key: key.clone(),
-                        parent: parent.clone(),
-                        labels: Default::default(),
-                    },
-                ))
-                .await
-                .map_err(Error::service("snapshots"))?;
-            let applied = async {
-                let resp = self
-                    .snapshots
-                    .clone()
-                    .apply(request(
-                        ns,
-                        ApplyRequest {
-                            key: key.clone(),
-                            layer: Some(info.layers[i].clone()),
-                        },
-                    ))
-                    .await
-                    .map_err(Error::service("snapshots"))?
-                    .into_inner();
-                if resp.diff_id != info.diff_ids[i] {
+            let (key, unpacked) = match streamed.remove(&i) {
+                Some(s) => (s.key, Ok((s.diff_id, s.size))),
+                None => {
+                    let key = format!(
+                        "extract-{}-{}",
+                        crate::container::new_id().get(..12).unwrap_or(""),
+                        chain_id
+                    );
+                    self.snapshots
+                        .clone()
+                        .prepare(request(
+                            ns,
+                            PrepareRequest {
+                                key: key.clone(),
+                                parent: parent.clone(),
+                                labels: Default::default(),
+                            },
+                        ))
+                        .await
+                        .map_err(Error::service("snapshots"))?;
+                    let applied = self
+                        .snapshots
+                        .clone()
+                        .apply(request(
+                            ns,
+                            ApplyRequest {
+                                key: key.clone(),
+                                layer: Some(info.layers[i].clone()),
+                            },
+                        ))
+                        .await
+                        .map_err(Error::service("snapshots"))
+                        .map(|r| {
+                            let r = r.into_inner();
+                            (r.diff_id, r.size.max(0) as u64)
+                        });
+                    (key, applied)
+                }
+            };
+            let committed = async {
+                let (diff_id, size) = unpacked?;
+                if diff_id != info.diff_ids[i] {
                     return Err(Error::InvalidArgument(format!(
                         "layer {} unpacks to {} but the image config says {}",
-                        info.layers[i].digest, resp.diff_id, info.diff_ids[i]
+                        info.layers[i].digest, diff_id, info.diff_ids[i]
                     )));
                 }
-                total += resp.size.max(0) as u64;
+                total += size;
                 // Per layer too, for history and disk usage.
                 let _ = self
                     .store
-                    .put_image_size(&format!("layer/{chain_id}"), resp.size.max(0) as u64);
+                    .put_image_size(&format!("layer/{chain_id}"), size);
+                // Onto the layer below: a layer unpacked without its parent
+                // is rebased, one prepared on it stays there.
                 match self
                     .snapshots
                     .clone()
@@ -453,6 +493,7 @@ impl Inner {
                             name: chain_id.clone(),
                             key: key.clone(),
                             labels: Default::default(),
+                            parent: parent.clone(),
                         },
                     ))
                     .await
@@ -464,22 +505,14 @@ impl Inner {
                 }
             }
             .await;
-            match applied {
+            match committed {
                 Ok(true) => unpacked_any = true,
                 Ok(false) => {
                     unpacked_all = false;
-                    let _ = self
-                        .snapshots
-                        .clone()
-                        .remove(request(ns, RemoveRequest { key: key.clone() }))
-                        .await;
+                    self.remove_snapshots(ns, [key]).await;
                 }
                 Err(e) => {
-                    let _ = self
-                        .snapshots
-                        .clone()
-                        .remove(request(ns, RemoveRequest { key }))
-                        .await;
+                    self.remove_snapshots(ns, [key]).await;
                     return Err(e);
                 }
             }

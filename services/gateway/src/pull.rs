@@ -1,19 +1,32 @@
 //! `docker pull`: manifests (picking a platform from a list or index),
 //! the config, and the layers, fetched concurrently into berth-content with
-//! their digests verified as the bytes arrive, then unpacked.
+//! their digests verified as the bytes arrive.
+//!
+//! Each downloaded layer is unpacked while it streams, in the same pass:
+//! the bytes go both to berth-content (Write) and to berth-snapshots
+//! (ApplyStream) into an active snapshot prepared without a parent, so
+//! layers unpack concurrently. When all are fetched they are committed in
+//! order, each onto the one below it (CommitRequest.parent, a rebase that
+//! gives directories the layer lacks the attributes of the parent chain),
+//! with their diff IDs checked against the config.
 //!
 //! A layer download resumes where the content store's ingest stopped:
 //! after a dropped connection (with back-off) and after a crash of the
-//! daemon (the ingest is on disk, named after the blob).
+//! daemon (the ingest is on disk, named after the blob). A layer whose
+//! download resumed, or whose blob was already stored, is applied from
+//! berth-content afterwards, the sequential way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use berth_common::reference;
 use berth_common::request;
 use berth_proto::content::v1::{AbortRequest, StatusRequest, WriteRequest};
 use berth_proto::gateway::v1::{Progress, PullRequest, RegistryAuth};
-use berth_proto::snapshots::v1::StatRequest;
+use berth_proto::snapshots::v1::{
+    apply_stream_request, ApplyRequest, ApplyResponse, ApplyStreamRequest, PrepareRequest,
+    RemoveRequest, StatRequest,
+};
 use berth_proto::types::v1::Descriptor;
 use berth_registry::{media, Credentials};
 use futures::StreamExt;
@@ -33,6 +46,8 @@ const LAYER_ATTEMPTS: u32 = 5;
 const CONFIG_MAX: usize = 8 << 20;
 /// Progress is reported at most every this many bytes of a layer.
 const PROGRESS_STEP: u64 = 512 << 10;
+/// Chunks in flight to berth-snapshots' ApplyStream per layer.
+const APPLY_QUEUE: usize = 16;
 
 /// Where registries are reached: plain-HTTP hosts and mirrors.
 #[derive(Debug, Clone, Default)]
@@ -340,10 +355,11 @@ impl Inner {
             .await?;
 
         // Layers whose snapshot exists need nothing; the others are fetched
-        // concurrently.
+        // (each blob once) and unpacked concurrently.
         let chain = crate::images::chain_ids_of(&diff_ids);
         let gate = Arc::new(Semaphore::new(CONCURRENT_DOWNLOADS));
         let mut jobs = Vec::new();
+        let mut fetching = HashSet::new();
         for (i, layer) in layers.iter().enumerate() {
             let id = short_digest(&layer.digest);
             let have_snapshot = self
@@ -363,33 +379,64 @@ impl Inner {
                 send(progress(&id, "Already exists")).await;
                 continue;
             }
+            if !fetching.insert(layer.digest.clone()) {
+                // The same blob again, higher up: fetched once, applied from
+                // berth-content.
+                continue;
+            }
             send(progress(&id, "Pulling fs layer")).await;
-            jobs.push((id, layer.clone()));
+            jobs.push((id, layer.clone(), i));
         }
-        let downloads = futures::future::join_all(jobs.iter().map(|(id, layer)| {
+        let downloads = futures::future::join_all(jobs.iter().map(|(id, layer, i)| {
             let gate = gate.clone();
             let tx = tx.clone();
-            let (src, creds) = (&src, &creds);
+            let (src, creds, chain_id) = (&src, &creds, &chain[*i]);
             async move {
                 let _permit = gate.acquire().await;
-                self.fetch_layer(ns, src, layer, creds, id, &tx, lease)
+                self.fetch_layer(ns, src, layer, creds, id, &tx, lease, chain_id)
                     .await
             }
         }))
         .await;
-        for d in downloads {
-            d?;
+        let mut streamed: HashMap<usize, Streamed> = HashMap::new();
+        let mut failed = None;
+        for ((_, _, i), d) in jobs.iter().zip(downloads) {
+            match d {
+                Ok(Some(s)) => {
+                    streamed.insert(*i, s);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
         }
-
-        let manifest_desc = self
-            .write_blob(ns, &manifest_type, manifest_bytes.to_vec(), lease)
-            .await?;
-        let info = self.image_info(ns, &manifest_desc).await?;
-        for (id, _) in &jobs {
+        let stored = match failed {
+            Some(e) => Err(e),
+            None => {
+                async {
+                    let manifest_desc = self
+                        .write_blob(ns, &manifest_type, manifest_bytes.to_vec(), lease)
+                        .await?;
+                    let info = self.image_info(ns, &manifest_desc).await?;
+                    Ok((manifest_desc, info))
+                }
+                .await
+            }
+        };
+        let (manifest_desc, info) = match stored {
+            Ok(v) => v,
+            Err(e) => {
+                self.remove_snapshots(ns, streamed.into_values().map(|s| s.key))
+                    .await;
+                return Err(e);
+            }
+        };
+        for (id, _, _) in &jobs {
             send(progress(id, "Extracting")).await;
         }
-        self.ensure_unpacked(ns, &info).await?;
-        for (id, _) in &jobs {
+        self.unpack_layers(ns, &info, streamed).await?;
+        for (id, _, _) in &jobs {
             send(progress(id, "Pull complete")).await;
         }
 
@@ -457,8 +504,13 @@ impl Inner {
         Ok(())
     }
 
-    /// Brings one layer blob into berth-content (held by `lease`),
-    /// resuming a partial ingest.
+    /// Brings one layer blob into berth-content (held by `lease`), resuming
+    /// a partial ingest.
+    /// When the blob is not stored yet it is unpacked while it downloads,
+    /// into a new active snapshot without parent (`extract-*-<chain_id>`),
+    /// returned to be committed in order. `None`: the blob is in
+    /// berth-content, to be applied from there (it was stored already, or
+    /// its download had to resume).
     #[allow(clippy::too_many_arguments)]
     async fn fetch_layer(
         &self,
@@ -469,36 +521,87 @@ impl Inner {
         id: &str,
         tx: &ProgressTx,
         lease: &str,
-    ) -> Result<()> {
+        chain_id: &str,
+    ) -> Result<Option<Streamed>> {
         let digest = &layer.digest;
         // Present already: held from now on, or fetched when a collection
         // took it meanwhile.
         if self.hold(lease, digest).await? {
             let _ = tx.send(Ok(progress(id, "Download complete"))).await;
-            return Ok(());
+            return Ok(None);
         }
+        let key = format!(
+            "extract-{}-{}",
+            crate::container::new_id().get(..12).unwrap_or(""),
+            chain_id
+        );
+        self.snapshots
+            .clone()
+            .prepare(request(
+                ns,
+                PrepareRequest {
+                    key: key.clone(),
+                    parent: String::new(),
+                    labels: Default::default(),
+                },
+            ))
+            .await
+            .map_err(Error::service("snapshots"))?;
+        let mut unpack_to = Some(key);
         let ingest = format!("pull-{}", digest.trim_start_matches("sha256:"));
         let mut attempt = 0;
-        loop {
+        let applied = loop {
             attempt += 1;
-            match self
-                .download_once(ns, src, layer, creds, id, tx, &ingest, lease)
-                .await
-            {
-                Ok(()) => break,
-                Err(e) if attempt < LAYER_ATTEMPTS && e.transient => {
-                    let delay = std::time::Duration::from_millis(200 << attempt.min(6));
-                    tracing::warn!(%digest, attempt, "layer download broke, resuming: {}", e.error);
-                    tokio::time::sleep(delay).await;
+            let r = self
+                .download_once(
+                    ns,
+                    src,
+                    layer,
+                    creds,
+                    id,
+                    tx,
+                    &ingest,
+                    lease,
+                    unpack_to.as_deref(),
+                )
+                .await;
+            match r {
+                Ok(applied) => break applied,
+                Err(e) => {
+                    // What this attempt unpacked is incomplete: drop it. The
+                    // layer is applied from berth-content once it is there.
+                    if let Some(key) = unpack_to.take() {
+                        self.remove_snapshots(ns, [key]).await;
+                    }
+                    if attempt < LAYER_ATTEMPTS && e.transient {
+                        let delay = std::time::Duration::from_millis(200 << attempt.min(6));
+                        tracing::warn!(%digest, attempt, "layer download broke, resuming: {}", e.error);
+                        tokio::time::sleep(delay).await;
+                    } else {
+                        return Err(e.error);
+                    }
                 }
-                Err(e) => return Err(e.error),
+            }
+        };
+        let _ = tx.send(Ok(progress(id, "Download complete"))).await;
+        match (applied, unpack_to) {
+            (Some(r), Some(key)) => Ok(Some(Streamed {
+                key,
+                diff_id: r.diff_id,
+                size: r.size.max(0) as u64,
+            })),
+            (_, key) => {
+                self.remove_snapshots(ns, key).await;
+                Ok(None)
             }
         }
-        let _ = tx.send(Ok(progress(id, "Download complete"))).await;
-        Ok(())
     }
 
-    /// One attempt at a layer: continue the ingest from where it is.
+    /// One attempt at a layer: continue the ingest from where it is. When
+    /// the attempt sends the whole blob (from offset 0) and `unpack_to`
+    /// names an empty active snapshot, the bytes are also unpacked into it
+    /// as they arrive; its result is returned (`None`: not unpacked, or the
+    /// unpack failed and the layer is to be applied from berth-content).
     #[allow(clippy::too_many_arguments)]
     async fn download_once(
         &self,
@@ -510,7 +613,8 @@ impl Inner {
         tx: &ProgressTx,
         ingest: &str,
         lease: &str,
-    ) -> std::result::Result<(), Attempt> {
+        unpack_to: Option<&str>,
+    ) -> std::result::Result<Option<ApplyResponse>, Attempt> {
         let digest = &layer.digest;
         let mut offset = match self
             .content
@@ -565,6 +669,10 @@ impl Inner {
             offset = 0;
         }
         let total = if layer.size > 0 { layer.size } else { 0 };
+        let mut applier = match unpack_to {
+            Some(key) if offset == 0 => Some(self.start_apply_stream(ns, key, layer)),
+            _ => None,
+        };
         let (wtx, wrx) = mpsc::channel::<WriteRequest>(8);
         let mut client = self.content.clone();
         let ns_owned = ns.to_string();
@@ -605,6 +713,9 @@ impl Inner {
                 if wtx.send(msg).await.is_err() {
                     break; // the content store refused: its answer says why
                 }
+                if let Some(a) = applier.as_mut() {
+                    a.send(chunk.to_vec()).await;
+                }
                 offset += len;
                 if offset - reported >= PROGRESS_STEP {
                     reported = offset;
@@ -633,6 +744,12 @@ impl Inner {
             }
         }
         drop(wtx);
+        // Always waited for, so that the snapshot is idle when the caller
+        // commits or removes it.
+        let applied = match applier {
+            Some(a) => a.finish(digest).await,
+            None => None,
+        };
         let written = writer
             .await
             .map_err(|e| Attempt::fatal(Error::Internal(format!("content writer: {e}"))))?;
@@ -641,7 +758,7 @@ impl Inner {
                 transient: true,
                 error: Error::Unavailable(format!("download of {digest} broke: {why}")),
             }),
-            (None, Ok(_)) => Ok(()),
+            (None, Ok(_)) => Ok(applied),
             (None, Err(s)) if s.code() == Code::InvalidArgument => {
                 // A digest mismatch: the bytes are discarded by the store.
                 Err(Attempt::fatal(Error::InvalidArgument(format!(
@@ -650,6 +767,105 @@ impl Inner {
                 ))))
             }
             (None, Err(s)) => Err(Attempt::fatal(Error::service("content")(s))),
+        }
+    }
+
+    /// Starts berth-snapshots' ApplyStream into `key` for `layer`.
+    fn start_apply_stream(&self, ns: &str, key: &str, layer: &Descriptor) -> ApplySink {
+        let (atx, arx) = mpsc::channel::<ApplyStreamRequest>(APPLY_QUEUE);
+        let header = ApplyStreamRequest {
+            payload: Some(apply_stream_request::Payload::Header(ApplyRequest {
+                key: key.to_string(),
+                layer: Some(layer.clone()),
+            })),
+        };
+        // The channel is empty: the header always fits.
+        let _ = atx.try_send(header);
+        let mut client = self.snapshots.clone();
+        let req = request(ns, tokio_stream::wrappers::ReceiverStream::new(arx));
+        let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let r = client
+                .apply_stream(req)
+                .await
+                .map(tonic::Response::into_inner);
+            drop(done_tx);
+            r
+        });
+        ApplySink {
+            tx: Some(atx),
+            done,
+            task,
+        }
+    }
+
+    /// Removes snapshots (unfinished unpacks), logging what cannot be.
+    pub(crate) async fn remove_snapshots(&self, ns: &str, keys: impl IntoIterator<Item = String>) {
+        for key in keys {
+            if let Err(s) = self
+                .snapshots
+                .clone()
+                .remove(request(ns, RemoveRequest { key: key.clone() }))
+                .await
+            {
+                if s.code() != Code::NotFound {
+                    tracing::warn!(%key, "cannot remove the unfinished snapshot: {}", s.message());
+                }
+            }
+        }
+    }
+}
+
+/// A layer unpacked while it was downloaded: the active snapshot (prepared
+/// without a parent) holding it and what ApplyStream reported.
+#[derive(Debug)]
+pub(crate) struct Streamed {
+    pub key: String,
+    pub diff_id: String,
+    pub size: u64,
+}
+
+/// The sending end of one ApplyStream.
+struct ApplySink {
+    /// None once the call has ended (its result says why).
+    tx: Option<mpsc::Sender<ApplyStreamRequest>>,
+    /// Resolves when the call has ended; not polled again after that.
+    done: tokio::sync::oneshot::Receiver<()>,
+    task: tokio::task::JoinHandle<std::result::Result<ApplyResponse, Status>>,
+}
+
+impl ApplySink {
+    async fn send(&mut self, data: Vec<u8>) {
+        let Some(tx) = &self.tx else { return };
+        let msg = ApplyStreamRequest {
+            payload: Some(apply_stream_request::Payload::Data(data)),
+        };
+        // An answer before the end (a refused layer) must not leave the
+        // download waiting for room in the channel.
+        tokio::select! {
+            sent = tx.send(msg) => {
+                if sent.is_err() {
+                    self.tx = None;
+                }
+            }
+            _ = &mut self.done => self.tx = None,
+        }
+    }
+
+    /// Ends the stream and waits for the result. A stream that missed bytes
+    /// fails there (the data or digest does not match the descriptor).
+    async fn finish(mut self, digest: &str) -> Option<ApplyResponse> {
+        self.tx = None;
+        match self.task.await {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(s)) => {
+                tracing::info!(%digest, "not unpacked while downloading: {}", s.message());
+                None
+            }
+            Err(e) => {
+                tracing::warn!(%digest, "apply stream task: {e}");
+                None
+            }
         }
     }
 }

@@ -48,6 +48,23 @@ pub enum Error {
         /// One child that still references it.
         child: String,
     },
+    /// A commit onto a parent other than the one the snapshot was prepared
+    /// on.
+    #[error(
+        "snapshot {key:?} was prepared on {prepared:?} and cannot be committed onto {asked:?} \
+         (only a snapshot prepared without a parent can be rebased)"
+    )]
+    RebaseRefused {
+        /// The active snapshot.
+        key: String,
+        /// Its parent from Prepare.
+        prepared: String,
+        /// The parent asked for.
+        asked: String,
+    },
+    /// The client's request stream broke (ApplyStream).
+    #[error("the layer stream broke: {0}")]
+    StreamBroken(String),
     /// Another Apply into the same snapshot is running.
     #[error("a layer is already being applied to snapshot {key:?}")]
     Busy {
@@ -123,7 +140,9 @@ impl Error {
             Error::NotActive { .. }
             | Error::Committed { .. }
             | Error::HasChildren { .. }
+            | Error::RebaseRefused { .. }
             | Error::Busy { .. } => Code::FailedPrecondition,
+            Error::StreamBroken(_) => Code::Cancelled,
             Error::InvalidArgument(_)
             | Error::Escape { .. }
             | Error::BadLayer(_)

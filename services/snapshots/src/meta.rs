@@ -2,7 +2,7 @@
 //! counter. Every change is one write transaction, so a crash leaves either the
 //! old or the new state.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 use redb::{Database, ReadableTable, TableDefinition};
@@ -47,6 +47,12 @@ pub(crate) struct Record {
     pub created_at: i64,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Of an active snapshot: the directories layers unpacked into it
+    /// created for entries whose parent directory the layer lacks
+    /// ([`crate::unpack::DirSet`]). A rebasing commit gives them the
+    /// attributes of the new parent chain; committed records drop them.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub implicit_dirs: BTreeSet<Vec<u8>>,
 }
 
 fn db_key(ns: &str, key: &str) -> String {
@@ -71,6 +77,16 @@ fn encode(r: &Record) -> Vec<u8> {
 /// The redb store.
 pub(crate) struct Store {
     db: Database,
+}
+
+/// The new parent of a rebasing [`Store::commit`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rebase<'a> {
+    /// The committed snapshot to become the parent.
+    pub parent: &'a str,
+    /// The directory id the active snapshot had when its layer's implicit
+    /// directories were fixed up.
+    pub id: u64,
 }
 
 /// What [`Store::create`] needs to know.
@@ -203,6 +219,7 @@ impl Store {
                 parent: s.parent.to_string(),
                 created_at: s.created_at,
                 labels: s.labels,
+                implicit_dirs: BTreeSet::new(),
             };
             t.insert(k.as_str(), encode(&rec).as_slice())?;
             make_dir(id)?;
@@ -211,12 +228,49 @@ impl Store {
         Ok(rec)
     }
 
-    /// Turns active `key` into committed `name`.
+    /// Records the implicit directories of active snapshot `key`, which
+    /// must still be the snapshot with directory `id`.
+    pub fn set_implicit_dirs(
+        &self,
+        ns: &str,
+        key: &str,
+        id: u64,
+        dirs: BTreeSet<Vec<u8>>,
+    ) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(SNAPSHOTS)?;
+            let k = db_key(ns, key);
+            let mut rec = match t.get(k.as_str())? {
+                Some(v) => decode(key, v.value())?,
+                None => {
+                    return Err(Error::NotFound {
+                        key: key.to_string(),
+                    })
+                }
+            };
+            if rec.kind != Kind::Active || rec.id != id {
+                return Err(Error::Internal(format!(
+                    "snapshot {key:?} changed while a layer was applied to it"
+                )));
+            }
+            rec.implicit_dirs = dirs;
+            t.insert(k.as_str(), encode(&rec).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Turns active `key` into committed `name`. With `rebase`, the new
+    /// record's parent is `rebase.parent` (which must be committed; `key`
+    /// must have been prepared without a parent or with that one) and `key`
+    /// must still be the snapshot with directory `rebase.id`.
     pub fn commit(
         &self,
         ns: &str,
         name: &str,
         key: &str,
+        rebase: Option<Rebase<'_>>,
         labels: BTreeMap<String, String>,
         now: i64,
     ) -> Result<Record> {
@@ -245,12 +299,41 @@ impl Store {
                     kind: old.kind.name(),
                 });
             }
+            let parent = match rebase {
+                None => old.parent,
+                Some(r) => {
+                    if old.id != r.id {
+                        return Err(Error::Internal(format!(
+                            "snapshot {key:?} changed while it was committed"
+                        )));
+                    }
+                    if !old.parent.is_empty() && old.parent != r.parent {
+                        return Err(Error::RebaseRefused {
+                            key: key.to_string(),
+                            prepared: old.parent,
+                            asked: r.parent.to_string(),
+                        });
+                    }
+                    let pk = db_key(ns, r.parent);
+                    let parent_ok = match t.get(pk.as_str())? {
+                        Some(v) => decode(r.parent, v.value())?.kind == Kind::Committed,
+                        None => false,
+                    };
+                    if !parent_ok {
+                        return Err(Error::ParentNotFound {
+                            parent: r.parent.to_string(),
+                        });
+                    }
+                    r.parent.to_string()
+                }
+            };
             rec = Record {
                 id: old.id,
                 kind: Kind::Committed,
-                parent: old.parent,
+                parent,
                 created_at: now,
                 labels,
+                implicit_dirs: BTreeSet::new(),
             };
             t.remove(kk.as_str())?;
             t.insert(nk.as_str(), encode(&rec).as_slice())?;

@@ -4,22 +4,24 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use berth_proto::content::v1::content_client::ContentClient;
 use berth_proto::content::v1::ReadRequest;
 use berth_proto::snapshots::v1::{
-    snapshots_server::Snapshots, ApplyRequest, ApplyResponse, CommitRequest, ListRequest,
-    ListResponse, MountsRequest, MountsResponse, PrepareRequest, RemoveRequest, SnapshotInfo,
-    StatRequest, UsageResponse,
+    apply_stream_request, snapshots_server::Snapshots, ApplyRequest, ApplyResponse,
+    ApplyStreamRequest, CommitRequest, ListRequest, ListResponse, MountsRequest, MountsResponse,
+    PrepareRequest, RemoveRequest, SnapshotInfo, StatRequest, UsageResponse,
 };
-use berth_proto::types::v1::{Empty, Mount};
+use berth_proto::types::v1::{Descriptor, Empty, Mount};
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result};
-use crate::meta::{Kind, NewSnapshot, Record, Store};
+use crate::meta::{Kind, NewSnapshot, Rebase, Record, Store};
 use crate::unpack;
 
 /// Chunks in flight between the content stream and the unpacker.
@@ -140,6 +142,60 @@ impl Inner {
             // The record is gone; the next open() removes the orphan.
             tracing::warn!(dir = %dir.display(), error = %e, "cannot remove snapshot dir");
         }
+        Ok(())
+    }
+
+    /// Commits active `r.key` as `r.name`; with `r.parent`, onto that
+    /// committed snapshot, first giving the layer's implicit directories the
+    /// attributes of the new parent chain. The caller holds the key's
+    /// [`ApplyGuard`], so no Apply, Remove or other Commit of it runs
+    /// meanwhile. The filesystem is fixed before the metadata transaction:
+    /// a crash in between leaves the snapshot active, and committing it
+    /// again does the same fix again.
+    fn commit(&self, ns: &str, r: CommitRequest) -> Result<()> {
+        check_key(&r.name)?;
+        let labels: BTreeMap<String, String> = r.labels.into_iter().collect();
+        let now = berth_common::time::now_unix();
+        if r.parent.is_empty() {
+            self.store.commit(ns, &r.name, &r.key, None, labels, now)?;
+            return Ok(());
+        }
+        let rec = self.active(ns, &r.key)?;
+        if self.store.get(ns, &r.name)?.is_some() {
+            return Err(Error::AlreadyExists { key: r.name });
+        }
+        if rec.parent != r.parent {
+            if !rec.parent.is_empty() {
+                return Err(Error::RebaseRefused {
+                    key: r.key,
+                    prepared: rec.parent,
+                    asked: r.parent,
+                });
+            }
+            let chain = match self.store.chain(ns, &r.parent) {
+                Ok(c) => c,
+                Err(Error::NotFound { .. }) => {
+                    return Err(Error::ParentNotFound { parent: r.parent })
+                }
+                Err(e) => return Err(e),
+            };
+            if chain[0].1.kind != Kind::Committed {
+                return Err(Error::ParentNotFound { parent: r.parent });
+            }
+            let lowers: Vec<PathBuf> = chain.iter().map(|(_, p)| self.fs_dir(p.id)).collect();
+            unpack::rebase_implicit_dirs(&self.fs_dir(rec.id), &lowers, &rec.implicit_dirs)?;
+        }
+        self.store.commit(
+            ns,
+            &r.name,
+            &r.key,
+            Some(Rebase {
+                parent: &r.parent,
+                id: rec.id,
+            }),
+            labels,
+            now,
+        )?;
         Ok(())
     }
 
@@ -269,6 +325,20 @@ fn wipe(dir: &Path) -> io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
 }
 
+/// The bytes of a layer blob as they arrive (from berth-content or from the
+/// client).
+type Chunks = Pin<Box<dyn Stream<Item = Result<Vec<u8>>> + Send>>;
+
+/// An active snapshot an Apply writes into, held busy until dropped.
+struct Target {
+    key: String,
+    layer: Descriptor,
+    rec: Record,
+    /// `fs` dirs of the parent chain, nearest first.
+    lowers: Vec<PathBuf>,
+    _guard: ApplyGuard,
+}
+
 /// A blocking reader over the chunks the async side receives.
 struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
@@ -344,15 +414,18 @@ impl SnapshotsService {
             .map_err(|e| Error::Internal(format!("task failed: {e}")))?
     }
 
-    async fn apply(&self, ns: String, r: ApplyRequest) -> Result<ApplyResponse> {
+    /// Checks an Apply's header and marks the snapshot busy.
+    async fn begin_apply(&self, ns: &str, r: ApplyRequest) -> Result<Target> {
         check_key(&r.key)?;
         let layer = r.layer.ok_or_else(|| {
             Error::InvalidArgument("apply: the layer descriptor is missing".into())
         })?;
         check_digest(&layer.digest)?;
-        let key = r.key;
+        // Busy first, so that no Commit or Remove changes the record after
+        // it is read.
+        let guard = ApplyGuard::new(&self.inner, ns, &r.key)?;
         let (rec, lowers) = {
-            let (ns, key) = (ns.clone(), key.clone());
+            let (ns, key) = (ns.to_string(), r.key.clone());
             self.blocking(move |i| {
                 let rec = i.active(&ns, &key)?;
                 let lowers: Vec<PathBuf> = i
@@ -366,92 +439,181 @@ impl SnapshotsService {
             })
             .await?
         };
-        let _guard = ApplyGuard::new(&self.inner, &ns, &key)?;
-        let fs = self.inner.fs_dir(rec.id);
+        Ok(Target {
+            key: r.key,
+            layer,
+            rec,
+            lowers,
+            _guard: guard,
+        })
+    }
 
+    /// Apply: the blob is read from berth-content.
+    async fn apply(&self, ns: String, r: ApplyRequest) -> Result<ApplyResponse> {
+        let target = self.begin_apply(&ns, r).await?;
+        let digest = target.layer.digest.clone();
         let mut client = self.inner.content.clone();
-        let mut stream = client
+        let stream = client
             .read(berth_common::request(
                 &ns,
                 ReadRequest {
-                    digest: layer.digest.clone(),
+                    digest: digest.clone(),
                     offset: 0,
                     size: 0,
                 },
             ))
             .await
             .map_err(|status| Error::Content {
-                digest: layer.digest.clone(),
+                digest: digest.clone(),
                 status,
             })?
             .into_inner();
+        let chunks = stream.map(move |m| {
+            m.map(|m| m.data).map_err(|status| Error::Content {
+                digest: digest.clone(),
+                status,
+            })
+        });
+        self.unpack_into(&ns, target, Box::pin(chunks)).await
+    }
 
+    /// ApplyStream: the header, then the blob from the client.
+    async fn apply_stream(
+        &self,
+        ns: String,
+        mut incoming: Streaming<ApplyStreamRequest>,
+    ) -> Result<ApplyResponse> {
+        use apply_stream_request::Payload;
+        let header = match incoming.message().await {
+            Ok(Some(ApplyStreamRequest {
+                payload: Some(Payload::Header(h)),
+            })) => h,
+            Ok(_) => {
+                return Err(Error::InvalidArgument(
+                    "the first ApplyStream message must be the header".into(),
+                ))
+            }
+            Err(s) => return Err(Error::StreamBroken(s.message().to_string())),
+        };
+        let target = self.begin_apply(&ns, header).await?;
+        let chunks = incoming.map(|m| match m {
+            Ok(ApplyStreamRequest {
+                payload: Some(Payload::Data(d)),
+            }) => Ok(d),
+            Ok(_) => Err(Error::InvalidArgument(
+                "only the first ApplyStream message may be (and must be) the header".into(),
+            )),
+            Err(s) => Err(Error::StreamBroken(s.message().to_string())),
+        });
+        self.unpack_into(&ns, target, Box::pin(chunks)).await
+    }
+
+    /// Unpacks `chunks` into the target while they arrive, checks digest and
+    /// size against the descriptor and records the implicit directories.
+    /// On any error the snapshot is emptied.
+    async fn unpack_into(
+        &self,
+        ns: &str,
+        target: Target,
+        mut chunks: Chunks,
+    ) -> Result<ApplyResponse> {
+        let Target {
+            key,
+            layer,
+            rec,
+            lowers,
+            _guard,
+        } = target;
+        let fs = self.inner.fs_dir(rec.id);
         let (tx, rx) = mpsc::channel(APPLY_QUEUE);
         let fs2 = fs.clone();
+        let mut implicit = rec.implicit_dirs.clone();
         let task = tokio::task::spawn_blocking(move || {
             let reader = ChannelReader {
                 rx,
                 buf: Vec::new(),
                 pos: 0,
             };
-            unpack::unpack(reader, &fs2, &lowers)
+            let u = unpack::unpack_tracking(reader, &fs2, &lowers, &mut implicit)?;
+            Ok::<_, Error>((u, implicit))
         });
         let mut stream_err = None;
+        let mut ended = false;
+        let mut received = 0u64;
         loop {
-            match stream.message().await {
-                Ok(Some(m)) => {
-                    if tx.send(Ok(m.data)).await.is_err() {
+            match chunks.next().await {
+                Some(Ok(data)) => {
+                    received += data.len() as u64;
+                    if tx.send(Ok(data)).await.is_err() {
                         break; // the unpacker stopped; its error says why
                     }
                 }
-                Ok(None) => break,
-                Err(status) => {
+                Some(Err(e)) => {
                     let _ = tx
-                        .send(Err(io::Error::other("berth-content stream failed")))
+                        .send(Err(io::Error::other("the layer stream failed")))
                         .await;
-                    stream_err = Some(status);
+                    stream_err = Some(e);
+                    break;
+                }
+                None => {
+                    ended = true;
                     break;
                 }
             }
         }
         drop(tx);
+        drop(chunks);
         let joined = task.await;
         let outcome = match (stream_err, joined) {
-            (Some(status), _) => Err(Error::Content {
-                digest: layer.digest.clone(),
-                status,
-            }),
+            (Some(e), _) => Err(e),
+            (None, _) if ended && layer.size > 0 && received < layer.size as u64 => {
+                Err(Error::InvalidArgument(format!(
+                    "layer {}: the data ended after {received} of {} bytes",
+                    layer.digest, layer.size
+                )))
+            }
             (None, Err(e)) => Err(Error::Internal(format!("unpack task failed: {e}"))),
             (None, Ok(Err(e))) => Err(e),
-            (None, Ok(Ok(u))) if u.compressed_digest != layer.digest => {
+            (None, Ok(Ok((u, _)))) if u.compressed_digest != layer.digest => {
                 Err(Error::DigestMismatch {
                     expected: layer.digest.clone(),
                     actual: u.compressed_digest,
                 })
             }
-            (None, Ok(Ok(u))) if layer.size > 0 && u.compressed_size != layer.size as u64 => {
+            (None, Ok(Ok((u, _)))) if layer.size > 0 && u.compressed_size != layer.size as u64 => {
                 Err(Error::InvalidArgument(format!(
                     "layer {} is {} bytes, the descriptor says {}",
                     layer.digest, u.compressed_size, layer.size
                 )))
             }
-            (None, Ok(Ok(u))) => Ok(ApplyResponse {
-                diff_id: u.diff_id,
-                size: u.size as i64,
-            }),
+            (None, Ok(Ok((u, implicit)))) => {
+                let (ns, key, id) = (ns.to_string(), key.clone(), rec.id);
+                self.blocking(move |i| i.store.set_implicit_dirs(&ns, &key, id, implicit))
+                    .await
+                    .map(|()| ApplyResponse {
+                        diff_id: u.diff_id,
+                        size: u.size as i64,
+                    })
+            }
         };
-        if let Ok(r) = &outcome {
-            tracing::info!(ns = %ns, key = %key, layer = %layer.digest, diff_id = %r.diff_id, "applied layer");
-        }
-        if let Err(e) = &outcome {
-            tracing::warn!(key = %key, layer = %layer.digest, error = %e, "apply failed; wiping the snapshot");
-            let fs3 = fs.clone();
-            match tokio::task::spawn_blocking(move || wipe(&fs3)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => {
-                    tracing::error!(dir = %fs.display(), error = %err, "cannot wipe snapshot")
+        match &outcome {
+            Ok(r) => {
+                tracing::info!(ns = %ns, key = %key, layer = %layer.digest, diff_id = %r.diff_id, "applied layer")
+            }
+            Err(e) => {
+                tracing::warn!(key = %key, layer = %layer.digest, error = %e, "apply failed; wiping the snapshot");
+                let (ns, key, id) = (ns.to_string(), key.clone(), rec.id);
+                let wiped = self
+                    .blocking(move |i| {
+                        let fs = i.fs_dir(id);
+                        wipe(&fs).map_err(|e| Error::io(format!("wiping {}", fs.display()), e))?;
+                        // What earlier applies made is gone too.
+                        i.store.set_implicit_dirs(&ns, &key, id, Default::default())
+                    })
+                    .await;
+                if let Err(err) = wiped {
+                    tracing::error!(dir = %fs.display(), error = %err, "cannot wipe snapshot");
                 }
-                Err(err) => tracing::error!(error = %err, "wipe task failed"),
             }
         }
         outcome
@@ -501,14 +663,10 @@ impl Snapshots for SnapshotsService {
     async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<Empty>, Status> {
         let ns = ns_of(&request)?;
         let r = request.into_inner();
+        let guard = ApplyGuard::new(&self.inner, &ns, &r.key)?;
         self.blocking(move |i| {
-            check_key(&r.name)?;
-            if i.applying_now(&ns, &r.key) {
-                return Err(Error::Busy { key: r.key });
-            }
-            let labels = r.labels.into_iter().collect();
-            i.store
-                .commit(&ns, &r.name, &r.key, labels, berth_common::time::now_unix())
+            let _guard = guard;
+            i.commit(&ns, r)
         })
         .await?;
         Ok(Response::new(Empty {}))
@@ -578,6 +736,15 @@ impl Snapshots for SnapshotsService {
     ) -> Result<Response<ApplyResponse>, Status> {
         let ns = ns_of(&request)?;
         let resp = SnapshotsService::apply(self, ns, request.into_inner()).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn apply_stream(
+        &self,
+        request: Request<Streaming<ApplyStreamRequest>>,
+    ) -> Result<Response<ApplyResponse>, Status> {
+        let ns = ns_of(&request)?;
+        let resp = SnapshotsService::apply_stream(self, ns, request.into_inner()).await?;
         Ok(Response::new(resp))
     }
 }

@@ -9,11 +9,19 @@
 //! is then created with `*at()` calls on that parent fd using a single
 //! component name and never following a final symlink. `..` that would climb
 //! above the root is refused.
+//!
+//! Implicit directories: a directory an entry needs but the layer has no
+//! entry for is created with the attributes of the same directory in the
+//! parent snapshots. Its path is also remembered ([`unpack_tracking`]), so
+//! that a layer unpacked without its parents (in parallel with them) gets
+//! the same attributes when it is put on top of them
+//! ([`rebase_implicit_dirs`]).
 
 use std::cell::RefCell;
+use std::collections::{BTreeSet, HashSet};
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -113,6 +121,11 @@ fn bad(ctx: &str, e: io::Error) -> Error {
     Error::BadLayer(format!("{ctx}: {e}"))
 }
 
+/// Paths of implicit directories (created by the unpacker because the
+/// layer lacks their entries), relative to the root, components joined by
+/// `/`.
+pub type DirSet = BTreeSet<Vec<u8>>;
+
 /// Unpacks the layer read from `input` into the directory `root`.
 ///
 /// The whole input is read (also what follows the tar end marker), so the
@@ -126,6 +139,20 @@ fn bad(ctx: &str, e: io::Error) -> Error {
 /// (as containerd does), so that e.g. `/tmp` keeps mode 1777 in the merged
 /// view; without a lower it is created 0755 root-owned.
 pub fn unpack<R: Read>(input: R, root: &Path, lowers: &[PathBuf]) -> Result<Unpacked> {
+    unpack_tracking(input, root, lowers, &mut DirSet::new())
+}
+
+/// Like [`unpack`], and keeps `implicit` up to date: the paths of the
+/// directories created because the layer lacks their entries are added, and
+/// those the layer has a directory entry for are removed. Pass the set an
+/// earlier unpack into the same `root` left. After an error the set is
+/// meaningless (the caller discards the unpacked content anyway).
+pub fn unpack_tracking<R: Read>(
+    input: R,
+    root: &Path,
+    lowers: &[PathBuf],
+    implicit: &mut DirSet,
+) -> Result<Unpacked> {
     let src = Rc::new(RefCell::new(Hashing::new(input)));
     let mut magic = Vec::with_capacity(4);
     Shared(src.clone())
@@ -142,11 +169,13 @@ pub fn unpack<R: Read>(input: R, root: &Path, lowers: &[PathBuf]) -> Result<Unpa
     };
     let mut archive = tar::Archive::new(Hashing::new(decoder));
     let mut unpacker = Unpacker::new(root, lowers)?;
+    unpacker.implicit = std::mem::take(implicit);
     for entry in archive.entries().map_err(|e| bad("reading tar", e))? {
         let entry = entry.map_err(|e| bad("reading tar header", e))?;
         unpacker.entry(entry)?;
     }
     unpacker.finish()?;
+    *implicit = std::mem::take(&mut unpacker.implicit);
     let (diff_id, size) = archive
         .into_inner()
         .finish()
@@ -163,6 +192,44 @@ pub fn unpack<R: Read>(input: R, root: &Path, lowers: &[PathBuf]) -> Result<Unpa
         compressed_digest,
         compressed_size,
     })
+}
+
+/// Gives the implicit directories of a layer unpacked into `root` (the set
+/// [`unpack_tracking`] kept) the attributes an unpack on top of `lowers`
+/// (the `fs` dirs of the new parent chain, nearest first) would have given
+/// them: mode, owner and mtime of the same directory in the nearest lower
+/// that has it, else mode 0755 and root as owner (as [`unpack`] makes them
+/// then; the mtime is left). A path that is no longer a directory is
+/// skipped. Running it again, also with other lowers, is harmless: the
+/// result only depends on the last `lowers`.
+pub fn rebase_implicit_dirs(root: &Path, lowers: &[PathBuf], implicit: &DirSet) -> Result<()> {
+    let u = Unpacker::new(root, lowers)?;
+    for path in implicit {
+        let comps = normalize(path).ok_or_else(|| {
+            Error::Internal(format!(
+                "implicit directory {:?} escapes the root",
+                String::from_utf8_lossy(path)
+            ))
+        })?;
+        if comps.is_empty() {
+            continue;
+        }
+        let what = show(&comps);
+        // Resolved as unpack's final pass resolves directories.
+        let fd = match u.open_in_root(
+            &comps,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => continue,
+            Err(e) => return Err(Error::errno(format!("opening dir {what}"), e)),
+        };
+        match u.lower_dir_attrs(&comps) {
+            Some(m) => u.apply_fd(fd.as_fd(), &m, true, &what)?,
+            None => u.apply_fd(fd.as_fd(), &Meta::implicit_default(), false, &what)?,
+        }
+    }
+    Ok(())
 }
 
 /// Normalises a tar path into components below the root: empty and `.`
@@ -233,11 +300,28 @@ struct Meta {
     xattrs: Vec<(CString, Vec<u8>)>,
 }
 
+impl Meta {
+    /// Owner and mode of an implicit directory no lower has: set
+    /// explicitly, so that neither the umask nor a set-group-ID parent
+    /// changes them (mtime unused).
+    fn implicit_default() -> Meta {
+        Meta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            xattrs: Vec::new(),
+        }
+    }
+}
+
 struct Unpacker {
     root: OwnedFd,
     /// `O_PATH` fds of the parent snapshots' `fs` dirs, nearest first.
     lowers: Vec<OwnedFd>,
     dirs: Vec<DirMeta>,
+    /// Implicit directories (see [`unpack_tracking`]).
+    implicit: DirSet,
     privileged: bool,
 }
 
@@ -255,6 +339,7 @@ impl Unpacker {
             root: open(root)?,
             lowers: lowers.iter().map(|p| open(p)).collect::<Result<_>>()?,
             dirs: Vec::new(),
+            implicit: DirSet::new(),
             privileged: nix::unistd::geteuid().is_root(),
         })
     }
@@ -336,19 +421,26 @@ impl Unpacker {
                             e => Error::errno(format!("creating dir {}", show(prefix)), e),
                         },
                     )?;
-                    if let Some(m) = self.lower_dir_attrs(prefix) {
-                        let d = self
-                            .open_in_root(prefix, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-                            .map_err(|e| {
-                                Error::errno(format!("opening dir {}", show(prefix)), e)
-                            })?;
-                        self.apply_fd(d.as_fd(), &m, false, &show(prefix))?;
-                        self.dirs.push(DirMeta {
-                            comps: prefix.to_vec(),
-                            mode: m.mode,
-                            mtime: m.mtime,
-                        });
+                    let d = self
+                        .open_in_root(prefix, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+                        .map_err(|e| Error::errno(format!("opening dir {}", show(prefix)), e))?;
+                    match self.lower_dir_attrs(prefix) {
+                        Some(m) => {
+                            self.apply_fd(d.as_fd(), &m, false, &show(prefix))?;
+                            self.dirs.push(DirMeta {
+                                comps: prefix.to_vec(),
+                                mode: m.mode,
+                                mtime: m.mtime,
+                            });
+                        }
+                        None => self.apply_fd(
+                            d.as_fd(),
+                            &Meta::implicit_default(),
+                            false,
+                            &show(prefix),
+                        )?,
                     }
+                    self.implicit.insert(join(prefix));
                     self.open_in_root(prefix, flags)
                         .map_err(|e| Error::errno(format!("opening dir {}", show(prefix)), e))?
                 }
@@ -553,6 +645,7 @@ impl Unpacker {
                     ..meta
                 };
                 self.apply_fd(fd.as_fd(), &m, false, &shown)?;
+                self.implicit.remove(&join(&comps));
                 self.dirs.push(DirMeta {
                     comps: comps.clone(),
                     mode: meta.mode,
@@ -573,8 +666,19 @@ impl Unpacker {
                 )
                 .map_err(|e| Error::errno(format!("creating {shown}"), e))?;
                 let mut file = File::from(fd);
-                io::copy(&mut entry, &mut file)
-                    .map_err(|e| Error::io(format!("writing {shown}"), e))?;
+                // Not io::copy: a layer that ends early is a bad layer, a
+                // failed write is ours.
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = match entry.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(bad(&format!("reading {shown}"), e)),
+                    };
+                    file.write_all(&buf[..n])
+                        .map_err(|e| Error::io(format!("writing {shown}"), e))?;
+                }
                 self.apply_fd(file.as_fd(), &meta, true, &shown)?;
             }
             EntryType::Symlink => {
@@ -644,9 +748,15 @@ impl Unpacker {
         Ok(())
     }
 
-    /// Sets directory modes and mtimes, deepest (latest) first.
+    /// Sets directory modes and mtimes, deepest (latest) first. A path
+    /// gets the attributes of its latest entry only (an explicit entry wins
+    /// over the lower's attributes of an implicit directory made before it).
     fn finish(&mut self) -> Result<()> {
+        let mut done = HashSet::new();
         for d in std::mem::take(&mut self.dirs).into_iter().rev() {
+            if !done.insert(d.comps.clone()) {
+                continue;
+            }
             let fd = match self.open_in_root(
                 &d.comps,
                 OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,

@@ -1,6 +1,7 @@
 //! Tests: tar fixtures, a content-store double and root gating.
 
 mod service;
+mod stream;
 mod unpack;
 
 use std::collections::HashMap;
@@ -58,6 +59,17 @@ impl Tar {
 
     pub fn dir(mut self, path: &str, mode: u32) -> Self {
         let h = Self::header(path, EntryType::Directory, mode, 0, "");
+        self.0.append(&h, &[][..]).unwrap();
+        self
+    }
+
+    /// A directory with its own owner and mtime.
+    pub fn dir_as(mut self, path: &str, mode: u32, uid: u64, gid: u64, mtime: u64) -> Self {
+        let mut h = Self::header(path, EntryType::Directory, mode, 0, "");
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_mtime(mtime);
+        h.set_cksum();
         self.0.append(&h, &[][..]).unwrap();
         self
     }

@@ -65,6 +65,7 @@ async fn commit(s: &SnapshotsService, name: &str, key: &str) -> Result<(), Statu
             name: name.into(),
             key: key.into(),
             labels: HashMap::new(),
+            parent: String::new(),
         },
     ))
     .await
@@ -268,6 +269,7 @@ async fn namespaces_are_isolated() {
             name: "c".into(),
             key: "k".into(),
             labels: HashMap::new(),
+            parent: String::new(),
         },
     ))
     .await

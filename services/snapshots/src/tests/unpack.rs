@@ -295,7 +295,7 @@ fn hardlink_outside_is_refused() {
     assert_eq!(std::fs::read(sb.root().join("pw")).unwrap(), b"inner");
 }
 
-fn getxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+pub(super) fn getxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let p = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     let n = CString::new(name).unwrap();
     let mut buf = vec![0u8; 256];
@@ -438,4 +438,86 @@ fn missing_parents_take_attributes_from_lowers() {
         std::fs::metadata(sb.root().join("tmp")).unwrap().mtime(),
         lower_mtime
     );
+}
+
+#[test]
+fn implicit_dirs_are_remembered_and_rebased_like_a_sequential_unpack() {
+    use crate::unpack::{rebase_implicit_dirs, unpack_tracking, DirSet};
+    let sb = Sandbox::new();
+    let lower = sb.dir.path().join("lower");
+    std::fs::create_dir_all(lower.join("a/b")).unwrap();
+    std::fs::create_dir_all(lower.join("s")).unwrap();
+    // Deepest first: setting a child's mtime leaves its parent's alone.
+    for (d, mode, mtime) in [
+        ("a/b", 0o701, 1_500_000_002),
+        ("a", 0o750, 1_500_000_001),
+        ("s", 0o711, 1_500_000_003),
+    ] {
+        let p = lower.join(d);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+        std::fs::File::open(&p).unwrap().set_modified(t).unwrap();
+    }
+    let tar = Tar::new()
+        .file("a/b/c/f", 0o644, b"f")
+        .file("s/x", 0o644, b"x")
+        // s was made implicitly just above; its own entry wins.
+        .dir("s", 0o700)
+        .bytes();
+    let attrs = |root: &Path, p: &str| {
+        let m = std::fs::symlink_metadata(root.join(p)).unwrap();
+        (m.permissions().mode() & 0o7777, m.uid(), m.gid(), m.mtime())
+    };
+
+    // On top of the lower.
+    let seq = sb.dir.path().join("seq");
+    std::fs::create_dir(&seq).unwrap();
+    let mut seq_set = DirSet::new();
+    unpack_tracking(&tar[..], &seq, std::slice::from_ref(&lower), &mut seq_set).unwrap();
+    let want: DirSet = [&b"a"[..], b"a/b", b"a/b/c"]
+        .iter()
+        .map(|p| p.to_vec())
+        .collect();
+    assert_eq!(seq_set, want);
+    assert_eq!(attrs(&seq, "a").0, 0o750);
+    assert_eq!(attrs(&seq, "a").3, 1_500_000_001);
+    assert_eq!(attrs(&seq, "s").0, 0o700);
+    assert_eq!(attrs(&seq, "s").3, MTIME as i64);
+
+    // Without it: plain directories, remembered; rebased onto the lower
+    // they are what the sequential unpack made.
+    let par = sb.dir.path().join("par");
+    std::fs::create_dir(&par).unwrap();
+    let mut par_set = DirSet::new();
+    unpack_tracking(&tar[..], &par, &[], &mut par_set).unwrap();
+    assert_eq!(par_set, want);
+    assert_eq!(attrs(&par, "a").0, 0o755);
+    rebase_implicit_dirs(&par, std::slice::from_ref(&lower), &par_set).unwrap();
+    for p in ["a", "a/b", "s"] {
+        assert_eq!(attrs(&par, p), attrs(&seq, p), "{p}");
+    }
+    let no_mtime = |root: &Path, p: &str| {
+        let a = attrs(root, p);
+        (a.0, a.1, a.2)
+    };
+    assert_eq!(no_mtime(&par, "a/b/c"), no_mtime(&seq, "a/b/c"));
+    assert_eq!(no_mtime(&par, "a/b/c").0, 0o755);
+    // Again onto nothing: only the last rebase counts.
+    rebase_implicit_dirs(&par, &[], &par_set).unwrap();
+    assert_eq!(attrs(&par, "a").0, 0o755);
+    assert_eq!(attrs(&par, "s").0, 0o700);
+
+    // A later unpack into the same dir keeps the set up to date: an entry
+    // for "a" makes it explicit, a file in place of "a/b" is skipped.
+    let more = Tar::new()
+        .dir("a", 0o705)
+        .file("a/b", 0o644, b"now a file")
+        .bytes();
+    unpack_tracking(&more[..], &par, &[], &mut par_set).unwrap();
+    assert!(!par_set.contains(&b"a"[..]));
+    rebase_implicit_dirs(&par, std::slice::from_ref(&lower), &par_set).unwrap();
+    assert_eq!(attrs(&par, "a").0, 0o705);
+    assert!(std::fs::symlink_metadata(par.join("a/b"))
+        .unwrap()
+        .is_file());
 }
