@@ -416,9 +416,19 @@ fn images_tag_inspect_rmi() {
 fn errors_are_clear_and_leave_nothing_behind() {
     require_root!();
     let s = stack_with_busybox();
-    let r = s.berth(&["run", "--rm", "nosuchimage", "true"]);
+    // Offline (--pull=never): docker's message for a missing image.
+    let r = s.berth(&["run", "--rm", "--pull=never", "nosuchimage", "true"]);
     assert_eq!(r.code, 125, "{r:?}");
     assert!(r.stderr.contains("No such image"), "{r:?}");
+    // Pulled from a registry that is not there: a clear error, nothing kept.
+    let r = s.berth(&["run", "--rm", "127.0.0.1:1/nosuchimage", "true"]);
+    assert_eq!(r.code, 125, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("Unable to find image '127.0.0.1:1/nosuchimage:latest' locally"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("onnect"), "{r:?}");
     let r = s.berth(&["run", "--rm", "BadName", "true"]);
     assert_eq!(r.code, 125, "{r:?}");
     assert!(r.stderr.contains("invalid reference format"), "{r:?}");
