@@ -57,6 +57,37 @@ impl Registry {
         Registry::start_in(dir, extra.to_string(), None)
     }
 
+    /// Starts a registry that speaks only HTTPS, with a certificate for
+    /// 127.0.0.1 signed by a new test CA. Returns it and the CA's PEM file
+    /// (for SSL_CERT_FILE: the trust store berth's client reads).
+    pub fn start_tls() -> (Registry, PathBuf) {
+        let dir = std::env::temp_dir().join(crate::unique("berth-registry"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "berth test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let leaf = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display()
+        );
+        let ca_file = dir.join("ca.pem");
+        (Registry::start_in(dir, tls, None), ca_file)
+    }
+
     fn start_in(dir: PathBuf, auth: String, creds: Option<(&str, &str)>) -> Registry {
         for _ in 0..5 {
             let port = free_port();

@@ -1378,3 +1378,25 @@ fn a_large_layer_is_pushed_in_chunks_and_docker_schema2_pulls() {
         (20 << 20).to_string()
     );
 }
+
+#[test]
+fn https_registries_are_verified_against_the_trusted_cas() {
+    require_root!();
+    let (reg, ca) = Registry::start_tls();
+    // Trusting the test CA (SSL_CERT_FILE replaces the system store).
+    let s = Stack::start_with_env(Mode::AllInOne, &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    std::fs::create_dir_all(s.dir.join("berth-config")).unwrap();
+    s.import_busybox("busybox");
+    let name = format!("{}/tls/bb:1", reg.addr);
+    s.berth(&["tag", "busybox", &name]).ok();
+    let r = berth_env(&s, &["push", &name], None);
+    assert_eq!(r.code, 0, "{r:?}\n{}", reg.log());
+    s.berth(&["rmi", &name]).ok();
+    let r = berth_env(&s, &["pull", &name], None);
+    assert_eq!(r.code, 0, "{r:?}");
+    // With only the system CAs, the registry's certificate is refused.
+    let s2 = stack();
+    let r = berth_env(&s2, &["pull", &name], None);
+    assert_eq!(r.code, 1, "pulled from an untrusted registry: {r:?}");
+    assert_eq!(s2.berth(&["images", "-q"]).ok(), "");
+}
