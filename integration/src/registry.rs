@@ -313,6 +313,8 @@ pub struct Faults {
     pub corrupt_blobs: bool,
     /// Send blob bodies at about this many bytes per second.
     pub throttle: Option<usize>,
+    /// Replace manifest bodies with bytes that are not JSON.
+    pub corrupt_manifests: bool,
 }
 
 /// An HTTP proxy in front of a registry that misbehaves on purpose: one
@@ -406,6 +408,7 @@ fn proxy_one(
         return Ok(());
     }
     let is_blob_get = line.starts_with("GET ") && line.contains("/blobs/sha256:");
+    let is_manifest_get = line.starts_with("GET ") && line.contains("/manifests/");
     let mut up = std::net::TcpStream::connect(upstream)?;
     let mut new_head: String = text
         .trim_end_matches("\r\n\r\n")
@@ -440,6 +443,14 @@ fn proxy_one(
             seen_head.extend_from_slice(chunk);
             if let Some(p) = seen_head.windows(4).position(|w| w == b"\r\n\r\n") {
                 body_start = Some(p + 4);
+            }
+        }
+        if is_manifest_get && faults.corrupt_manifests {
+            if let Some(b) = body_start {
+                // The body's first byte ('{') becomes '!': not JSON any more.
+                if b >= sent && b < sent + n {
+                    chunk[b - sent] = b'!';
+                }
             }
         }
         if is_blob_get && faults.corrupt_blobs {

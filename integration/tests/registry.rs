@@ -1400,3 +1400,67 @@ fn https_registries_are_verified_against_the_trusted_cas() {
     assert_eq!(r.code, 1, "pulled from an untrusted registry: {r:?}");
     assert_eq!(s2.berth(&["images", "-q"]).ok(), "");
 }
+
+#[test]
+fn archives_written_by_skopeo_load_and_a_malformed_manifest_is_refused() {
+    require_root!();
+    let s = stack();
+    let layout = oci_layout(
+        &s.dir,
+        &[Variant {
+            arch: "amd64",
+            files: &[("etc/from-skopeo", "archived\n")],
+            layer: "gzip",
+        }],
+    );
+    // skopeo writes a docker-archive (and an oci-archive) of the layout.
+    for (kind, name) in [
+        ("docker-archive", "skopeo/docker:1"),
+        ("oci-archive", "skopeo/oci:1"),
+    ] {
+        let file = s.dir.join(format!("{kind}.tar"));
+        let dest = format!("{kind}:{}:{name}", file.display());
+        let out = std::process::Command::new("skopeo")
+            .args(["copy", &format!("oci:{}", layout.display()), &dest])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = s.berth(&["load", "-i", file.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{kind}: {r:?}");
+        let img = r
+            .stdout
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Loaded image: ")
+                    .or_else(|| l.strip_prefix("Loaded image ID: "))
+            })
+            .unwrap_or_else(|| panic!("{kind}: {r:?}"))
+            .to_string();
+        assert_eq!(
+            s.berth(&["run", "--rm", &img, "cat", "/etc/from-skopeo"])
+                .ok(),
+            "archived\n",
+            "{kind}"
+        );
+    }
+
+    // A registry whose manifest is not JSON: a clear error, nothing stored.
+    let reg = Registry::start(None);
+    single_image(&s, &reg, "mal/bb:1");
+    let proxy = FlakyProxy::start(
+        &reg.addr,
+        Faults {
+            corrupt_manifests: true,
+            ..Default::default()
+        },
+    );
+    let before = s.berth(&["images", "-q"]).ok();
+    let r = berth_env(&s, &["pull", &format!("{}/mal/bb:1", proxy.addr)], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("manifest"), "{r:?}");
+    assert_eq!(s.berth(&["images", "-q"]).ok(), before);
+}
