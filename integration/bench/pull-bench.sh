@@ -104,5 +104,6 @@ print("|---|---:|---:|")
 print(f"| berth | {b:.2f} | {b/c:.2f}x |")
 print(f"| containerd (ctr images pull --plain-http) | {c:.2f} | 1.00x |")
 print(f"| podman pull | {p:.2f} | {p/c:.2f}x |")
-print(f"load average: {open(\"/proc/loadavg\").read().split()[0]}")
+load = open("/proc/loadavg").read().split()[0]
+print(f"load average: {load}")
 '
