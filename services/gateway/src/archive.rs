@@ -24,7 +24,7 @@ use std::sync::Arc;
 use berth_common::{reference, request};
 use berth_proto::content::v1::WriteRequest;
 use berth_proto::gateway::v1::{LoadRequest, LoadResponse, LoadedImage, SaveChunk};
-use berth_proto::snapshots::v1::{RemoveRequest, StatRequest};
+use berth_proto::snapshots::v1::RemoveRequest;
 use berth_proto::types::v1::Descriptor;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
@@ -747,20 +747,8 @@ impl Inner {
         for img in images {
             let info = self.image_info(ns, &img.manifest).await?;
             for chain_id in info.chain_ids() {
-                let exists = self
-                    .snapshots
-                    .clone()
-                    .stat(request(
-                        ns,
-                        StatRequest {
-                            key: chain_id.clone(),
-                        },
-                    ))
-                    .await;
-                match exists {
-                    Ok(_) => {}
-                    Err(s) if s.code() == Code::NotFound => made.push(chain_id),
-                    Err(s) => return Err(Error::service("snapshots")(s)),
+                if !self.snapshot_exists(ns, &chain_id).await? {
+                    made.push(chain_id);
                 }
             }
             self.ensure_unpacked(ns, &info).await?;
@@ -820,17 +808,7 @@ impl Inner {
         f.seek(SeekFrom::Start(m.offset))
             .await
             .map_err(Error::io("seek in the archive"))?;
-        let (wtx, wrx) = mpsc::channel::<WriteRequest>(4);
-        let mut client = self.content.clone();
-        let ns_owned = ns.to_string();
-        let writer = tokio::spawn(async move {
-            client
-                .write(request(
-                    &ns_owned,
-                    tokio_stream::wrappers::ReceiverStream::new(wrx),
-                ))
-                .await
-        });
+        let (wtx, writer) = self.content_writer(ns, 4);
         let r#ref = format!("load-{}-{:08x}", hex_of(digest), rand::random::<u32>());
         let mut off = 0u64;
         let mut first = true;

@@ -290,6 +290,45 @@ impl Inner {
         Ok(previous)
     }
 
+    /// Whether berth-snapshots has a snapshot named `key`.
+    pub(crate) async fn snapshot_exists(&self, ns: &str, key: &str) -> Result<bool> {
+        match self
+            .snapshots
+            .clone()
+            .stat(request(
+                ns,
+                StatRequest {
+                    key: key.to_string(),
+                },
+            ))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == Code::NotFound => Ok(false),
+            Err(s) => Err(Error::service("snapshots")(s)),
+        }
+    }
+
+    /// Opens a berth-content Write stream: feed it through the sender,
+    /// drop the sender to end it, await the handle for the answer.
+    pub(crate) fn content_writer(
+        &self,
+        ns: &str,
+        depth: usize,
+    ) -> (
+        tokio::sync::mpsc::Sender<berth_proto::content::v1::WriteRequest>,
+        tokio::task::JoinHandle<
+            std::result::Result<Response<berth_proto::content::v1::WriteResponse>, Status>,
+        >,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(depth);
+        let mut client = self.content.clone();
+        let ns = ns.to_string();
+        let handle =
+            tokio::spawn(async move { client.write(request(&ns, ReceiverStream::new(rx))).await });
+        (tx, handle)
+    }
+
     /// The manifest a name points at now, if any.
     pub(crate) async fn current_target(
         &self,
@@ -411,24 +450,10 @@ impl Inner {
         let mut unpacked_any = false;
         let mut unpacked_all = true;
         for (i, chain_id) in chain.iter().enumerate() {
-            let exists = self
-                .snapshots
-                .clone()
-                .stat(request(
-                    ns,
-                    StatRequest {
-                        key: chain_id.clone(),
-                    },
-                ))
-                .await;
-            match exists {
-                Ok(_) => {
-                    parent = chain_id.clone();
-                    unpacked_all = false;
-                    continue;
-                }
-                Err(s) if s.code() == Code::NotFound => {}
-                Err(s) => return Err(Error::service("snapshots")(s)),
+            if self.snapshot_exists(ns, chain_id).await? {
+                parent = chain_id.clone();
+                unpacked_all = false;
+                continue;
             }
             let (key, unpacked) = match streamed.remove(&i) {
                 Some(s) => (s.key, Ok((s.diff_id, s.size))),

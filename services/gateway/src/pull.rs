@@ -25,7 +25,7 @@ use berth_proto::content::v1::{AbortRequest, StatusRequest, WriteRequest};
 use berth_proto::gateway::v1::{Progress, PullRequest, RegistryAuth};
 use berth_proto::snapshots::v1::{
     apply_stream_request, ApplyRequest, ApplyResponse, ApplyStreamRequest, PrepareRequest,
-    RemoveRequest, StatRequest,
+    RemoveRequest,
 };
 use berth_proto::types::v1::Descriptor;
 use berth_registry::{media, Credentials};
@@ -362,17 +362,7 @@ impl Inner {
         let mut fetching = HashSet::new();
         for (i, layer) in layers.iter().enumerate() {
             let id = short_digest(&layer.digest);
-            let have_snapshot = self
-                .snapshots
-                .clone()
-                .stat(request(
-                    ns,
-                    StatRequest {
-                        key: chain[i].clone(),
-                    },
-                ))
-                .await
-                .is_ok();
+            let have_snapshot = self.snapshot_exists(ns, &chain[i]).await?;
             // The snapshot alone is not enough: the image keeps its blobs
             // (for save and push), so a blob collected since is fetched.
             if have_snapshot && self.hold(lease, &layer.digest).await? {
@@ -673,17 +663,7 @@ impl Inner {
             Some(key) if offset == 0 => Some(self.start_apply_stream(ns, key, layer)),
             _ => None,
         };
-        let (wtx, wrx) = mpsc::channel::<WriteRequest>(8);
-        let mut client = self.content.clone();
-        let ns_owned = ns.to_string();
-        let writer = tokio::spawn(async move {
-            client
-                .write(request(
-                    &ns_owned,
-                    tokio_stream::wrappers::ReceiverStream::new(wrx),
-                ))
-                .await
-        });
+        let (wtx, writer) = self.content_writer(ns, 8);
         let first = WriteRequest {
             r#ref: ingest.to_string(),
             expected: digest.clone(),

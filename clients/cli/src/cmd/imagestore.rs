@@ -108,7 +108,7 @@ fn parse_filters(specs: &[String]) -> Result<HashMap<String, StringList>, String
 }
 
 /// Docker's confirmation: true when the user answers y/yes.
-fn confirm(warning: &str) -> bool {
+pub(crate) fn confirm(warning: &str) -> bool {
     print!("{warning}\nAre you sure you want to continue? [y/N] ");
     let _ = std::io::stdout().flush();
     let mut answer = String::new();
@@ -461,14 +461,7 @@ pub async fn prune_system(ctx: &Ctx, args: SystemPruneArgs) -> i32 {
         }
     };
     let mut out = String::new();
-    if !containers.deleted.is_empty() {
-        out.push_str("Deleted Containers:\n");
-        for id in &containers.deleted {
-            out.push_str(id);
-            out.push('\n');
-        }
-        out.push('\n');
-    }
+    crate::cmd::lifecycle::containers_report(&mut out, &containers.deleted);
     images_report(&mut out, &images.deleted);
     let total = containers.space_reclaimed + images.space_reclaimed;
     out.push_str(&format!(

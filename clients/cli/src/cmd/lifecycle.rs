@@ -303,14 +303,10 @@ pub async fn prune(ctx: &Ctx, args: PruneArgs) -> i32 {
             return 1;
         }
     };
-    if !args.force {
-        print!("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
-        let _ = std::io::stdout().flush();
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
-            return 0;
-        }
+    if !args.force
+        && !crate::cmd::imagestore::confirm("WARNING! This will remove all stopped containers.")
+    {
+        return 0;
     }
     let resp = match ctx
         .containers()
@@ -324,20 +320,26 @@ pub async fn prune(ctx: &Ctx, args: PruneArgs) -> i32 {
         }
     };
     let mut out = String::new();
-    if !resp.deleted.is_empty() {
-        out.push_str("Deleted Containers:\n");
-        for id in &resp.deleted {
-            out.push_str(id);
-            out.push('\n');
-        }
-        out.push('\n');
-    }
+    containers_report(&mut out, &resp.deleted);
     out.push_str(&format!(
         "Total reclaimed space: {}",
         human_size4(resp.space_reclaimed)
     ));
     crate::outln(&out);
     0
+}
+
+/// Docker's "Deleted Containers:" block of a prune report.
+pub(crate) fn containers_report(out: &mut String, deleted: &[String]) {
+    if deleted.is_empty() {
+        return;
+    }
+    out.push_str("Deleted Containers:\n");
+    for id in deleted {
+        out.push_str(id);
+        out.push('\n');
+    }
+    out.push('\n');
 }
 
 #[cfg(test)]
