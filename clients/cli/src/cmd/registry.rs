@@ -135,27 +135,9 @@ fn target(name: &str) -> Option<(reference::Reference, Option<RegistryAuth>)> {
     }
 }
 
-/// Docker's size units (decimal, "kB").
+/// Docker's size units (decimal, "kB", four significant digits).
 fn human(n: i64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n.max(0) as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        return format!("{n}B");
-    }
-    // Go's %.4g: four significant digits, no trailing zeros.
-    let int_digits = (v.log10().floor() as i32 + 1).clamp(1, 4) as usize;
-    let s = format!("{:.*}", 4 - int_digits, v);
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    };
-    s + units[i]
+    crate::cmd::imagestore::human_size4(n)
 }
 
 /// Docker's progress bar: `[=====>      ]  1.2MB/3.4MB`.

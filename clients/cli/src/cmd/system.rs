@@ -104,14 +104,7 @@ fn bytes_size(n: i64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    let int_digits = (v.max(1.0).log10().floor() as i32 + 1).clamp(1, 4) as usize;
-    let s = format!("{:.*}", 4 - int_digits, v);
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    };
-    s + units[i]
+    format!("{}{}", crate::render::go_fmt_g(v, 4), units[i])
 }
 
 /// `berth info`: the client's side (logins), then the server's.
