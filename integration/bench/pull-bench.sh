@@ -52,6 +52,27 @@ rm -rf "$work/layout"
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
+# Where berth's time went, summed over the layers from berthd's log: the
+# gateway's download loop, berth-content's ingest, berth-snapshots' unpack.
+# The phases of one layer overlap across services and layers run 3 at a
+# time, so the sums exceed the wall time.
+phases() {
+    python3 - "$1" <<'PY'
+import re, sys, collections
+sums = collections.defaultdict(lambda: collections.Counter())
+for line in open(sys.argv[1], errors="replace"):
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+    for msg in ("layer download ended", "committing blob", "applied layer"):
+        if msg in line:
+            for k, v in re.findall(r"(\w+_ms)=(\d+)", line):
+                sums[msg][k] += int(v)
+            sums[msg]["n"] += 1
+for msg, c in sums.items():
+    n = c.pop("n")
+    print(f"  {msg} ({n}x): " + ", ".join(f"{k[:-3]} {v/1000:.2f}s" for k, v in c.items()))
+PY
+}
+
 results=()
 for run in $(seq "$RUNS"); do
     # berth, fresh root and state.
@@ -63,6 +84,7 @@ for run in $(seq "$RUNS"); do
     sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
     t0=$(now); "$BIN/berth" pull -q "$IMAGE" >/dev/null; t1=$(now)
     b=$(elapsed "$t0" "$t1")
+    phases "$work/berthd.log" >&2
     kill "$BERTHD"; wait "$BERTHD" 2>/dev/null || true; BERTHD=
     grep " $work/b" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
     rm -rf "$work/b"

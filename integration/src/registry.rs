@@ -309,8 +309,9 @@ pub struct Faults {
     pub fail_first: usize,
     /// Cut the first blob download after this many bytes of its answer.
     pub cut_blob_after: Option<usize>,
-    /// Flip a byte of every blob download's body.
-    pub corrupt_blobs: bool,
+    /// Flip a byte of the body of downloads of the blobs whose digest
+    /// contains this ("" : every blob).
+    pub corrupt_blobs: Option<String>,
     /// Send blob bodies at about this many bytes per second.
     pub throttle: Option<usize>,
     /// Replace manifest bodies with bytes that are not JSON.
@@ -453,7 +454,12 @@ fn proxy_one(
                 }
             }
         }
-        if is_blob_get && faults.corrupt_blobs {
+        if is_blob_get
+            && faults
+                .corrupt_blobs
+                .as_ref()
+                .is_some_and(|d| line.contains(d.as_str()))
+        {
             if let Some(b) = body_start {
                 // Flip the body's 100th byte when it passes by.
                 let target = b + 100;

@@ -467,27 +467,46 @@ fn a_corrupted_layer_is_refused_and_never_stored() {
     let s = stack();
     let reg = Registry::start(None);
     let manifest = single_image(&s, &reg, "bad/bb:1");
-    let proxy = FlakyProxy::start(
-        &reg.addr,
-        Faults {
-            corrupt_blobs: true,
-            ..Default::default()
-        },
-    );
-    let r = berth_env(&s, &["pull", &format!("{}/bad/bb:1", proxy.addr)], None);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("digest"), "{r:?}");
-    assert_eq!(s.berth(&["images", "-q"]).ok(), "");
-    for layer in manifest["layers"].as_array().unwrap() {
-        let hex = layer["digest"]
-            .as_str()
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let config = manifest["config"]["digest"].as_str().unwrap().to_string();
+    // A corrupted layer (it is unpacked while it downloads), then a
+    // corrupted config.
+    for bad in [&layers[0], &config] {
+        let proxy = FlakyProxy::start(
+            &reg.addr,
+            Faults {
+                corrupt_blobs: Some(bad.clone()),
+                ..Default::default()
+            },
+        );
+        let r = berth_env(&s, &["pull", &format!("{}/bad/bb:1", proxy.addr)], None);
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(r.stderr.contains("digest"), "{r:?}");
+        assert!(r.stderr.contains(bad.as_str()), "{r:?}");
+        assert_eq!(s.berth(&["images", "-q"]).ok(), "");
+        // Every stored blob is what its name says (the config of the first
+        // round may be there, intact, until a collection).
+        for entry in std::fs::read_dir(s.root.join("content/blobs/sha256")).unwrap() {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+            assert_eq!(
+                path.file_name().unwrap().to_string_lossy(),
+                hex,
+                "a corrupted blob was stored"
+            );
+        }
+        // Nor unpacked: what was streamed into snapshots is gone with it.
+        let snaps: Vec<_> = std::fs::read_dir(s.root.join("snapshots/snapshots"))
             .unwrap()
-            .trim_start_matches("sha256:");
-        let blobs: Vec<_> = files_named(&s.root, hex)
-            .into_iter()
-            .filter(|p| p.to_string_lossy().contains("/blobs/"))
+            .map(|e| e.unwrap().path())
             .collect();
-        assert!(blobs.is_empty(), "a corrupted blob was stored: {blobs:?}");
+        assert!(snaps.is_empty(), "snapshots left: {snaps:?}");
     }
     // The same image straight from the registry is fine.
     let r = berth_env(&s, &["pull", &format!("{}/bad/bb:1", reg.addr)], None);

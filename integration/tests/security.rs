@@ -126,7 +126,7 @@ fn blob_with_wrong_digest_is_never_committed() {
             expected: claimed.clone(),
             total: 5,
             offset: 0,
-            data: b"hello".to_vec(),
+            data: b"hello".to_vec().into(),
             commit: true,
             labels: Default::default(),
             lease: String::new(),

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use berth_common::grpc::{parse_unix_addr, rpc_span};
+use berth_common::grpc::parse_unix_addr;
 use berth_common::{connect_unix, unix_incoming};
 use berth_proto::content::v1::content_server::ContentServer;
 use berth_proto::network::v1::network_server::NetworkServer;
@@ -13,7 +13,6 @@ use berth_proto::snapshots::v1::snapshots_server::SnapshotsServer;
 use berth_proto::tasks::v1::tasks_server::TasksServer;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
-use tonic::transport::Server;
 use tracing::info;
 
 #[derive(Parser, Debug)]
@@ -147,8 +146,7 @@ macro_rules! serve {
         info!(socket = %path.display(), "serving");
         let rx = $rx.clone();
         tokio::spawn(async move {
-            Server::builder()
-                .trace_fn(rpc_span)
+            berth_common::grpc::server()
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, shutdown_signal(rx))
                 .await
@@ -366,8 +364,7 @@ fn serve_gateway(
     let server = {
         let gw = gw.clone();
         tokio::spawn(async move {
-            Server::builder()
-                .trace_fn(rpc_span)
+            berth_common::grpc::server()
                 .add_service(gw.images_server())
                 .add_service(gw.containers_server())
                 .add_service(gw.processes_server())

@@ -181,12 +181,30 @@ pub fn unix_incoming(path: &Path) -> Result<UnixListenerStream, GrpcError> {
 pub fn connect_unix(path: impl Into<PathBuf>) -> Channel {
     let path: PathBuf = path.into();
     // The URI is required by the API but unused by the connector.
-    Endpoint::from_static("http://localhost").connect_with_connector_lazy(tower::service_fn(
-        move |_: Uri| {
+    Endpoint::from_static("http://localhost")
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        },
-    ))
+        }))
+}
+
+/// HTTP/2 flow-control window of one stream. hyper's defaults (1 MiB per
+/// stream and per connection on the server side) make a layer upload wait
+/// for window updates, and let three concurrent uploads on one connection
+/// starve each other; the peers here are local, so the windows can be wide.
+pub const STREAM_WINDOW: u32 = 8 << 20;
+/// HTTP/2 flow-control window of a whole connection.
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
+
+/// A server builder for berth's services: the flow-control windows above
+/// and a span per RPC ([`rpc_span`]).
+pub fn server() -> tonic::transport::Server<tower::layer::util::Identity> {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .trace_fn(rpc_span)
 }
 
 /// Parses an address of the form `unix:///path` or `/path`.

@@ -10,6 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -55,6 +56,9 @@ pub(crate) struct Ingest {
     done: bool,
     /// The lease that holds the blob once committed.
     pub(crate) lease: Option<String>,
+    /// Time spent writing and hashing appended data, for the commit's log.
+    write_time: Duration,
+    hash_time: Duration,
     _lock: RefLock,
 }
 
@@ -133,6 +137,8 @@ impl Store {
             ephemeral,
             done: false,
             lease: None,
+            write_time: Duration::ZERO,
+            hash_time: Duration::ZERO,
             _lock: lock,
         })
     }
@@ -241,10 +247,14 @@ impl Ingest {
                 self.meta.reference
             )));
         }
+        let t = Instant::now();
         self.file
             .write_all(data)
             .ctx(|| format!("write {}", self.dir.join("data").display()))?;
+        let written = Instant::now();
         self.hasher.update(data);
+        self.hash_time += written.elapsed();
+        self.write_time += written - t;
         self.size += data.len() as u64;
         Ok(())
     }
@@ -286,9 +296,17 @@ impl Ingest {
             )));
         }
         let data = self.data_path();
+        let t = Instant::now();
         self.file
             .sync_all()
             .ctx(|| format!("fsync {}", data.display()))?;
+        tracing::info!(
+            digest = %actual, bytes = self.size,
+            write_ms = self.write_time.as_millis() as u64,
+            hash_ms = self.hash_time.as_millis() as u64,
+            fsync_ms = t.elapsed().as_millis() as u64,
+            "committing blob"
+        );
         let lease = self.lease.clone();
         self.store
             .commit_file(&data, &actual, self.size, labels, lease.as_deref())?;

@@ -29,6 +29,19 @@ use crate::store::Store;
 /// Size of the chunks `Read` streams (within 64 KiB–1 MiB).
 pub(crate) const READ_CHUNK: usize = 256 * 1024;
 
+/// Write messages queued for the ingest's worker.
+const WRITE_QUEUE: usize = 8;
+
+/// One write message, for the ingest's worker.
+struct WriteStep {
+    expected: Option<Digest>,
+    total: i64,
+    offset: i64,
+    data: bytes::Bytes,
+    /// The labels, when the message commits.
+    commit: Option<std::collections::HashMap<String, String>>,
+}
+
 /// The content service of one berthd root. Cheap to clone.
 #[derive(Clone)]
 pub struct ContentService {
@@ -81,60 +94,86 @@ impl ContentService {
             Ok(ing)
         })
         .await?;
-        let mut labels = std::collections::HashMap::new();
-        loop {
-            let expected = parse_opt(&msg.expected)?;
-            labels.extend(std::mem::take(&mut msg.labels));
-            let (offset, data, commit, total) = (
-                msg.offset,
-                std::mem::take(&mut msg.data),
-                msg.commit,
-                msg.total,
-            );
-            if commit {
-                let (digest, size) = blocking(move || {
-                    ing.update(expected.as_ref(), total)?;
-                    if !data.is_empty() {
-                        ing.append(offset, &data)?;
-                    }
-                    ing.commit(total, labels)
-                })
-                .await?;
-                return Ok(WriteResponse {
-                    digest: digest.to_string(),
-                    size: size as i64,
-                    offset: size as i64,
-                });
-            }
-            ing = blocking(move || {
-                ing.update(expected.as_ref(), total)?;
-                if !data.is_empty() {
-                    ing.append(offset, &data)?;
+        // The ingest is written by one blocking worker while the stream is
+        // read here, so that receiving the next chunk overlaps with writing
+        // and hashing this one.
+        let (steps, mut queue) = tokio::sync::mpsc::channel::<WriteStep>(WRITE_QUEUE);
+        let worker = tokio::task::spawn_blocking(move || -> Result<WriteResponse> {
+            while let Some(step) = queue.blocking_recv() {
+                ing.update(step.expected.as_ref(), step.total)?;
+                if !step.data.is_empty() {
+                    ing.append(step.offset, &step.data)?;
                 }
-                Ok(ing)
+                if let Some(labels) = step.commit {
+                    let (digest, size) = ing.commit(step.total, labels)?;
+                    return Ok(WriteResponse {
+                        digest: digest.to_string(),
+                        size: size as i64,
+                        offset: size as i64,
+                    });
+                }
+            }
+            // The client closed without committing: the ingest stays for a
+            // later resume.
+            Ok(WriteResponse {
+                digest: String::new(),
+                size: 0,
+                offset: ing.size() as i64,
             })
-            .await?;
-            match stream.message().await? {
-                Some(m) => {
+        });
+        let mut labels = std::collections::HashMap::new();
+        let mut failed: Option<Status> = None;
+        loop {
+            let expected = match parse_opt(&msg.expected) {
+                Ok(e) => e,
+                Err(e) => {
+                    failed = Some(e.into());
+                    break;
+                }
+            };
+            labels.extend(std::mem::take(&mut msg.labels));
+            let commit = msg.commit;
+            let step = WriteStep {
+                expected,
+                total: msg.total,
+                offset: msg.offset,
+                data: std::mem::take(&mut msg.data),
+                commit: commit.then(|| std::mem::take(&mut labels)),
+            };
+            // A refused step means the worker stopped: its result says why.
+            if steps.send(step).await.is_err() || commit {
+                break;
+            }
+            match stream.message().await {
+                Ok(Some(m)) => {
                     if !m.r#ref.is_empty() && m.r#ref != reference {
-                        return Err(Error::invalid(format!(
-                            "ref changed within one write stream: {reference:?} then {:?}",
-                            m.r#ref
-                        ))
-                        .into());
+                        failed = Some(
+                            Error::invalid(format!(
+                                "ref changed within one write stream: {reference:?} then {:?}",
+                                m.r#ref
+                            ))
+                            .into(),
+                        );
+                        break;
                     }
                     msg = m;
                 }
-                // The client closed without committing: the ingest stays
-                // for a later resume.
-                None => {
-                    return Ok(WriteResponse {
-                        digest: String::new(),
-                        size: 0,
-                        offset: ing.size() as i64,
-                    })
+                Ok(None) => break,
+                Err(s) => {
+                    failed = Some(s);
+                    break;
                 }
             }
+        }
+        drop(steps);
+        let written = worker
+            .await
+            .map_err(|e| Error::Internal(format!("write worker failed: {e}")))?;
+        // The store's own refusal is the more precise answer.
+        let resp = written?;
+        match failed {
+            Some(s) => Err(s),
+            None => Ok(resp),
         }
     }
 
@@ -307,7 +346,7 @@ impl Content for ContentService {
                 let item = match res {
                     Ok(_) => Ok(ReadResponse {
                         offset: pos as i64,
-                        data: buf,
+                        data: buf.into(),
                     }),
                     Err(e) => Err(Status::from(Error::io(
                         format!("read {}", path.display()),

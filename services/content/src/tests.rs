@@ -99,7 +99,7 @@ impl Stack {
         for chunk in data.chunks(100_000) {
             msgs.push(WriteRequest {
                 offset: off,
-                data: chunk.to_vec(),
+                data: chunk.to_vec().into(),
                 ..Default::default()
             });
             off += chunk.len() as i64;
@@ -200,13 +200,13 @@ async fn write_commit_read() {
         expected: sha(&data),
         total: data.len() as i64,
         offset: 0,
-        data: data[..300_000].to_vec(),
+        data: data[..300_000].to_vec().into(),
         labels: [("k".to_string(), "v".to_string())].into(),
         ..Default::default()
     }];
     msgs.push(WriteRequest {
         offset: 300_000,
-        data: data[300_000..].to_vec(),
+        data: data[300_000..].to_vec().into(),
         commit: true,
         ..Default::default()
     });
@@ -268,7 +268,7 @@ async fn wrong_digest_commits_nothing() {
         .write(vec![WriteRequest {
             r#ref: "bad".into(),
             expected: wrong.clone(),
-            data: data.clone(),
+            data: data.clone().into(),
             commit: true,
             ..Default::default()
         }])
@@ -293,7 +293,7 @@ async fn wrong_digest_commits_nothing() {
             r#ref: "short".into(),
             expected: sha(&data),
             total: 20_000,
-            data: data.clone(),
+            data: data.clone().into(),
             commit: true,
             ..Default::default()
         }])
@@ -309,7 +309,7 @@ async fn wrong_digest_commits_nothing() {
         .write(vec![WriteRequest {
             r#ref: "long".into(),
             total: 5,
-            data: data.clone(),
+            data: data.clone().into(),
             ..Default::default()
         }])
         .await
@@ -331,7 +331,7 @@ async fn wrong_digest_commits_nothing() {
     let err = s
         .write(vec![WriteRequest {
             r#ref: "noexp".into(),
-            data: data.clone(),
+            data: data.clone().into(),
             commit: true,
             ..Default::default()
         }])
@@ -393,7 +393,7 @@ async fn resume_after_dropped_stream() {
             r#ref: "resume".into(),
             expected: sha(&data),
             total: data.len() as i64,
-            data: a.to_vec(),
+            data: a.to_vec().into(),
             ..Default::default()
         },
     )
@@ -426,7 +426,7 @@ async fn resume_after_dropped_stream() {
         vec![WriteRequest {
             r#ref: "resume".into(),
             offset: 0,
-            data: b.to_vec(),
+            data: b.to_vec().into(),
             ..Default::default()
         }],
     )
@@ -445,7 +445,7 @@ async fn resume_after_dropped_stream() {
         vec![WriteRequest {
             r#ref: "resume".into(),
             offset: st.offset,
-            data: b.to_vec(),
+            data: b.to_vec().into(),
             commit: true,
             ..Default::default()
         }],
@@ -465,7 +465,7 @@ async fn close_without_commit_then_abort() {
     let resp = s
         .write(vec![WriteRequest {
             r#ref: "paused".into(),
-            data: b"hello".to_vec(),
+            data: b"hello".to_vec().into(),
             ..Default::default()
         }])
         .await
@@ -530,7 +530,7 @@ async fn invalid_digests_are_rejected() {
                 .write(vec![WriteRequest {
                     r#ref: "x".into(),
                     expected: bad.into(),
-                    data: b"x".to_vec(),
+                    data: b"x".to_vec().into(),
                     commit: true,
                     ..Default::default()
                 }])
@@ -543,7 +543,7 @@ async fn invalid_digests_are_rejected() {
     // A write without a ref.
     let err = s
         .write(vec![WriteRequest {
-            data: b"x".to_vec(),
+            data: b"x".to_vec().into(),
             ..Default::default()
         }])
         .await
@@ -929,7 +929,7 @@ async fn state_survives_restart() {
             r#ref: "half".into(),
             expected: sha(&data),
             total: data.len() as i64,
-            data: data[..123_456].to_vec(),
+            data: data[..123_456].to_vec().into(),
             ..Default::default()
         },
     )
@@ -982,7 +982,7 @@ async fn state_survives_restart() {
         vec![WriteRequest {
             r#ref: "half".into(),
             offset: st.offset,
-            data: data[123_456..].to_vec(),
+            data: data[123_456..].to_vec().into(),
             commit: true,
             ..Default::default()
         }],
@@ -1022,7 +1022,7 @@ impl Stack {
             r#ref: format!("leased-{}", &sha(data)[7..19]),
             expected: sha(data),
             total: data.len() as i64,
-            data: data.to_vec(),
+            data: data.to_vec().into(),
             commit: true,
             lease: lease.into(),
             ..Default::default()
@@ -1277,7 +1277,7 @@ async fn gc_removes_idle_ingests_only() {
         r#ref: "pull-abc".into(),
         expected: sha(b"0123456789"),
         total: 10,
-        data: b"01234".to_vec(),
+        data: b"01234".to_vec().into(),
         ..Default::default()
     }])
     .await

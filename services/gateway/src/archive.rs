@@ -828,7 +828,7 @@ impl Inner {
                 },
                 total: m.size as i64,
                 offset: off as i64,
-                data: buf,
+                data: buf.into(),
                 commit: last,
                 lease: if first {
                     lease.to_string()

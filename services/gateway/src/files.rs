@@ -222,7 +222,7 @@ impl Inner {
                 expected: digest.clone(),
                 total: size,
                 offset: offset as i64,
-                data: data[offset..end].to_vec(),
+                data: bytes::Bytes::copy_from_slice(&data[offset..end]),
                 commit: last,
                 labels: Default::default(),
                 lease: lease.to_string(),

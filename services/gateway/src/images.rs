@@ -483,6 +483,7 @@ impl Inner {
                             ApplyRequest {
                                 key: key.clone(),
                                 layer: Some(info.layers[i].clone()),
+                                digest_verified: false,
                             },
                         ))
                         .await

@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use berth_common::reference;
 use berth_common::request;
@@ -676,7 +677,17 @@ impl Inner {
         if wtx.send(first).await.is_ok() {
             let mut body = resp.bytes_stream();
             let mut reported = offset;
-            while let Some(chunk) = body.next().await {
+            let from = offset;
+            let started = Instant::now();
+            let (mut net, mut to_content, mut to_apply, mut chunks) =
+                (Duration::ZERO, Duration::ZERO, Duration::ZERO, 0u64);
+            loop {
+                let t = Instant::now();
+                let Some(chunk) = body.next().await else {
+                    break;
+                };
+                net += t.elapsed();
+                chunks += 1;
                 let chunk = match chunk {
                     Ok(c) => c,
                     Err(e) => {
@@ -687,14 +698,18 @@ impl Inner {
                 let len = chunk.len() as u64;
                 let msg = WriteRequest {
                     offset: offset as i64,
-                    data: chunk.to_vec(),
+                    data: chunk.clone(),
                     ..Default::default()
                 };
+                let t = Instant::now();
                 if wtx.send(msg).await.is_err() {
                     break; // the content store refused: its answer says why
                 }
+                let sent = Instant::now();
+                to_content += sent - t;
                 if let Some(a) = applier.as_mut() {
-                    a.send(chunk.to_vec()).await;
+                    a.send(chunk).await;
+                    to_apply += sent.elapsed();
                 }
                 offset += len;
                 if offset - reported >= PROGRESS_STEP {
@@ -710,6 +725,14 @@ impl Inner {
                         .await;
                 }
             }
+            tracing::info!(
+                %digest, bytes = offset - from, chunks,
+                total_ms = started.elapsed().as_millis() as u64,
+                network_wait_ms = net.as_millis() as u64,
+                content_wait_ms = to_content.as_millis() as u64,
+                apply_wait_ms = to_apply.as_millis() as u64,
+                "layer download ended"
+            );
             if broken.is_none() {
                 let _ = tx.send(Ok(progress(id, "Verifying Checksum"))).await;
                 let _ = wtx
@@ -757,6 +780,9 @@ impl Inner {
             payload: Some(apply_stream_request::Payload::Header(ApplyRequest {
                 key: key.to_string(),
                 layer: Some(layer.clone()),
+                // berth-content verifies the same bytes, and the snapshot is
+                // committed only when it has stored them (download_once).
+                digest_verified: true,
             })),
         };
         // The channel is empty: the header always fits.
@@ -815,7 +841,7 @@ struct ApplySink {
 }
 
 impl ApplySink {
-    async fn send(&mut self, data: Vec<u8>) {
+    async fn send(&mut self, data: bytes::Bytes) {
         let Some(tx) = &self.tx else { return };
         let msg = ApplyStreamRequest {
             payload: Some(apply_stream_request::Payload::Data(data)),

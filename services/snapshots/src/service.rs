@@ -327,7 +327,7 @@ fn wipe(dir: &Path) -> io::Result<()> {
 
 /// The bytes of a layer blob as they arrive (from berth-content or from the
 /// client).
-type Chunks = Pin<Box<dyn Stream<Item = Result<Vec<u8>>> + Send>>;
+type Chunks = Pin<Box<dyn Stream<Item = Result<bytes::Bytes>> + Send>>;
 
 /// An active snapshot an Apply writes into, held busy until dropped.
 struct Target {
@@ -336,13 +336,16 @@ struct Target {
     rec: Record,
     /// `fs` dirs of the parent chain, nearest first.
     lowers: Vec<PathBuf>,
+    /// Hash the blob and compare it with the layer digest (not when the
+    /// caller verifies it: ApplyRequest.digest_verified).
+    verify_blob: bool,
     _guard: ApplyGuard,
 }
 
 /// A blocking reader over the chunks the async side receives.
 struct ChannelReader {
-    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
-    buf: Vec<u8>,
+    rx: mpsc::Receiver<io::Result<bytes::Bytes>>,
+    buf: bytes::Bytes,
     pos: usize,
 }
 
@@ -444,12 +447,18 @@ impl SnapshotsService {
             layer,
             rec,
             lowers,
+            verify_blob: !r.digest_verified,
             _guard: guard,
         })
     }
 
     /// Apply: the blob is read from berth-content.
     async fn apply(&self, ns: String, r: ApplyRequest) -> Result<ApplyResponse> {
+        // The blob comes from berth-content: verified again as it is read.
+        let r = ApplyRequest {
+            digest_verified: false,
+            ..r
+        };
         let target = self.begin_apply(&ns, r).await?;
         let digest = target.layer.digest.clone();
         let mut client = self.inner.content.clone();
@@ -522,6 +531,7 @@ impl SnapshotsService {
             layer,
             rec,
             lowers,
+            verify_blob,
             _guard,
         } = target;
         let fs = self.inner.fs_dir(rec.id);
@@ -531,10 +541,10 @@ impl SnapshotsService {
         let task = tokio::task::spawn_blocking(move || {
             let reader = ChannelReader {
                 rx,
-                buf: Vec::new(),
+                buf: bytes::Bytes::new(),
                 pos: 0,
             };
-            let u = unpack::unpack_tracking(reader, &fs2, &lowers, &mut implicit)?;
+            let u = unpack::unpack_with(reader, &fs2, &lowers, &mut implicit, verify_blob)?;
             Ok::<_, Error>((u, implicit))
         });
         let mut stream_err = None;
@@ -574,10 +584,14 @@ impl SnapshotsService {
             }
             (None, Err(e)) => Err(Error::Internal(format!("unpack task failed: {e}"))),
             (None, Ok(Err(e))) => Err(e),
-            (None, Ok(Ok((u, _)))) if u.compressed_digest != layer.digest => {
+            (None, Ok(Ok((u, _))))
+                if u.compressed_digest
+                    .as_ref()
+                    .is_some_and(|d| *d != layer.digest) =>
+            {
                 Err(Error::DigestMismatch {
                     expected: layer.digest.clone(),
-                    actual: u.compressed_digest,
+                    actual: u.compressed_digest.unwrap_or_default(),
                 })
             }
             (None, Ok(Ok((u, _)))) if layer.size > 0 && u.compressed_size != layer.size as u64 => {
@@ -587,19 +601,30 @@ impl SnapshotsService {
                 )))
             }
             (None, Ok(Ok((u, implicit)))) => {
-                let (ns, key, id) = (ns.to_string(), key.clone(), rec.id);
-                self.blocking(move |i| i.store.set_implicit_dirs(&ns, &key, id, implicit))
+                let (ns2, key2, id) = (ns.to_string(), key.clone(), rec.id);
+                let t = u.timings;
+                self.blocking(move |i| i.store.set_implicit_dirs(&ns2, &key2, id, implicit))
                     .await
-                    .map(|()| ApplyResponse {
-                        diff_id: u.diff_id,
-                        size: u.size as i64,
+                    .map(|()| {
+                        tracing::info!(
+                            ns = %ns, key = %key, layer = %layer.digest, diff_id = %u.diff_id,
+                            bytes = u.compressed_size, unpacked = u.size,
+                            wait_ms = t.wait.as_millis() as u64,
+                            hash_blob_ms = t.hash_blob.as_millis() as u64,
+                            inflate_ms = t.inflate.as_millis() as u64,
+                            hash_diff_ms = t.hash_diff.as_millis() as u64,
+                            write_ms = t.write.as_millis() as u64,
+                            "applied layer"
+                        );
+                        ApplyResponse {
+                            diff_id: u.diff_id,
+                            size: u.size as i64,
+                        }
                     })
             }
         };
         match &outcome {
-            Ok(r) => {
-                tracing::info!(ns = %ns, key = %key, layer = %layer.digest, diff_id = %r.diff_id, "applied layer")
-            }
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(key = %key, layer = %layer.digest, error = %e, "apply failed; wiping the snapshot");
                 let (ns, key, id) = (ns.to_string(), key.clone(), rec.id);

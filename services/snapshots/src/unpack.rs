@@ -17,7 +17,7 @@
 //! the same attributes when it is put on top of them
 //! ([`rebase_implicit_dirs`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::CString;
 use std::fs::File;
@@ -26,6 +26,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
@@ -43,10 +44,29 @@ pub struct Unpacked {
     pub diff_id: String,
     /// Bytes of the uncompressed stream.
     pub size: u64,
-    /// `sha256:<hex>` of the bytes as read (the blob digest).
-    pub compressed_digest: String,
+    /// `sha256:<hex>` of the bytes as read (the blob digest); None when the
+    /// caller verifies it elsewhere ([`unpack_with`]).
+    pub compressed_digest: Option<String>,
     /// Bytes read.
     pub compressed_size: u64,
+    /// Where the time of the unpack went.
+    pub timings: UnpackTimings,
+}
+
+/// Where an unpack spent its time (the phases run interleaved in one
+/// thread; each is the sum of its slices).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnpackTimings {
+    /// Waiting for the input (for a streamed layer: for the network).
+    pub wait: Duration,
+    /// SHA-256 of the compressed bytes (the blob digest).
+    pub hash_blob: Duration,
+    /// Decompression.
+    pub inflate: Duration,
+    /// SHA-256 of the uncompressed stream (the diff ID).
+    pub hash_diff: Duration,
+    /// Tar parsing and writing the files.
+    pub write: Duration,
 }
 
 /// Compression of a layer, detected by magic bytes.
@@ -76,35 +96,65 @@ impl Compression {
 /// A reader that hashes and counts what passes through it.
 struct Hashing<R> {
     inner: R,
-    hasher: Sha256,
+    /// None: only count.
+    hasher: Option<Sha256>,
     n: u64,
+    /// Time spent hashing.
+    spent: Duration,
 }
 
 impl<R: Read> Hashing<R> {
     fn new(inner: R) -> Self {
+        Self::with(inner, true)
+    }
+
+    fn with(inner: R, hash: bool) -> Self {
         Hashing {
             inner,
-            hasher: Sha256::new(),
+            hasher: hash.then(Sha256::new),
             n: 0,
+            spent: Duration::ZERO,
         }
     }
 
-    /// Reads the rest of the stream, then returns (digest, size).
-    fn finish(mut self) -> io::Result<(String, u64)> {
+    /// Reads the rest of the stream, then returns (digest, size, time
+    /// spent hashing).
+    fn finish(mut self) -> io::Result<(Option<String>, u64, Duration)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
-            self.n,
-        ))
+        Ok((self.digest(), self.n, self.spent))
+    }
+
+    fn digest(&mut self) -> Option<String> {
+        let h = self.hasher.take()?;
+        Some(format!("sha256:{}", hex::encode(h.finalize())))
     }
 }
 
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = self.hasher.as_mut() {
+            let t = Instant::now();
+            h.update(&buf[..n]);
+            self.spent += t.elapsed();
+        }
         self.n += n as u64;
         Ok(n)
+    }
+}
+
+/// A reader that adds the time spent in its reads to a shared counter.
+struct Timed<R> {
+    inner: R,
+    spent: Rc<Cell<Duration>>,
+}
+
+impl<R: Read> Read for Timed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let t = Instant::now();
+        let r = self.inner.read(buf);
+        self.spent.set(self.spent.get() + t.elapsed());
+        r
     }
 }
 
@@ -153,19 +203,48 @@ pub fn unpack_tracking<R: Read>(
     lowers: &[PathBuf],
     implicit: &mut DirSet,
 ) -> Result<Unpacked> {
-    let src = Rc::new(RefCell::new(Hashing::new(input)));
+    unpack_with(input, root, lowers, implicit, true)
+}
+
+/// Like [`unpack_tracking`]; the blob digest is computed only when
+/// `hash_blob` (the diff ID always is).
+pub fn unpack_with<R: Read>(
+    input: R,
+    root: &Path,
+    lowers: &[PathBuf],
+    implicit: &mut DirSet,
+    hash_blob: bool,
+) -> Result<Unpacked> {
+    let started = Instant::now();
+    let waited = Rc::new(Cell::new(Duration::ZERO));
+    let input = Timed {
+        inner: input,
+        spent: waited.clone(),
+    };
+    let src = Rc::new(RefCell::new(Hashing::with(input, hash_blob)));
     let mut magic = Vec::with_capacity(4);
     Shared(src.clone())
         .take(4)
         .read_to_end(&mut magic)
         .map_err(|e| bad("reading layer", e))?;
-    let raw = io::Cursor::new(magic.clone()).chain(Shared(src.clone()));
+    // Time in the decoder's own reads of the blob (waiting and hashing),
+    // to tell decompression apart.
+    let raw_spent = Rc::new(Cell::new(Duration::ZERO));
+    let raw = Timed {
+        inner: io::Cursor::new(magic.clone()).chain(Shared(src.clone())),
+        spent: raw_spent.clone(),
+    };
     let decoder: Box<dyn Read + '_> = match Compression::detect(&magic) {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
         Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::new(raw).map_err(|e| bad("starting zstd decoder", e))?,
         ),
         Compression::None => Box::new(raw),
+    };
+    let decoded = Rc::new(Cell::new(Duration::ZERO));
+    let decoder = Timed {
+        inner: decoder,
+        spent: decoded.clone(),
     };
     let mut archive = tar::Archive::new(Hashing::new(decoder));
     let mut unpacker = Unpacker::new(root, lowers)?;
@@ -176,21 +255,35 @@ pub fn unpack_tracking<R: Read>(
     }
     unpacker.finish()?;
     *implicit = std::mem::take(&mut unpacker.implicit);
-    let (diff_id, size) = archive
+    let (diff_id, size, hash_diff) = archive
         .into_inner()
         .finish()
         .map_err(|e| bad("reading layer after the tar end", e))?;
-    let (compressed_digest, compressed_size) = {
+    // Always Some: the uncompressed stream is always hashed.
+    let diff_id = diff_id.unwrap_or_default();
+    let (compressed_digest, compressed_size, hash_blob) = {
         let mut s = src.borrow_mut();
         io::copy(&mut *s, &mut io::sink()).map_err(|e| bad("reading layer", e))?;
-        let h = std::mem::take(&mut s.hasher);
-        (format!("sha256:{}", hex::encode(h.finalize())), s.n)
+        (s.digest(), s.n, s.spent)
+    };
+    // What the blob's reads took outside the decoder: the magic bytes and
+    // the drain after the tar end.
+    let outside = (waited.get() + hash_blob).saturating_sub(raw_spent.get());
+    let timings = UnpackTimings {
+        wait: waited.get(),
+        hash_blob,
+        inflate: decoded.get().saturating_sub(raw_spent.get()),
+        hash_diff,
+        write: started
+            .elapsed()
+            .saturating_sub(decoded.get() + hash_diff + outside),
     };
     Ok(Unpacked {
         diff_id,
         size,
         compressed_digest,
         compressed_size,
+        timings,
     })
 }
 

@@ -161,7 +161,7 @@ impl Content for FakeContent {
             .map(|(i, c)| {
                 Ok(ReadResponse {
                     offset: (i * 7001) as i64,
-                    data: c.to_vec(),
+                    data: c.to_vec().into(),
                 })
             })
             .collect();

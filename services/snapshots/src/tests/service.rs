@@ -83,6 +83,7 @@ async fn apply(s: &SnapshotsService, key: &str, digest: &str) -> Result<ApplyRes
                 size: 0,
                 annotations: HashMap::new(),
             }),
+            digest_verified: false,
         },
     ))
     .await
@@ -419,6 +420,7 @@ async fn apply_layers() {
                     size: blob.len() as i64 + 1,
                     annotations: HashMap::new(),
                 }),
+                digest_verified: false,
             },
         ))
         .await
@@ -431,6 +433,7 @@ async fn apply_layers() {
             ApplyRequest {
                 key: "sz".into(),
                 layer: None,
+                digest_verified: false,
             },
         ))
         .await

@@ -153,13 +153,14 @@ fn header(key: &str, layer: Descriptor) -> ApplyStreamRequest {
         payload: Some(apply_stream_request::Payload::Header(ApplyRequest {
             key: key.into(),
             layer: Some(layer),
+            digest_verified: false,
         })),
     }
 }
 
 fn data(b: &[u8]) -> ApplyStreamRequest {
     ApplyStreamRequest {
-        payload: Some(apply_stream_request::Payload::Data(b.to_vec())),
+        payload: Some(apply_stream_request::Payload::Data(b.to_vec().into())),
     }
 }
 
@@ -479,6 +480,7 @@ async fn rebased_layers_equal_sequentially_unpacked_ones() {
             .apply(req(ApplyRequest {
                 key: key.clone(),
                 layer: Some(desc(&sha(b), b.len())),
+                digest_verified: false,
             }))
             .await
             .unwrap()
@@ -552,4 +554,62 @@ async fn rebased_layers_equal_sequentially_unpacked_ones() {
     assert_eq!(st(&par_fs[2], "opt/app"), (0o755, 0, 0));
     assert_eq!(st(&par_fs[2], "tmp"), (0o1777, 0, 0));
     assert_eq!(st(&par_fs[2], "new/deep"), (0o755, 0, 0));
+}
+
+/// `digest_verified`: ApplyStream leaves the blob digest to the caller but
+/// still checks the size and computes the diff ID; Apply, whose bytes come
+/// from berth-content, ignores the flag and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_verified_skips_only_the_stream_blob_hash() {
+    let env = Env::new().await;
+    let s = env.s();
+    let mut c = env.client();
+    let tar = Tar::new().file("f", 0o644, &vec![b'y'; 50_000]).bytes();
+    let blob = gzip(&tar);
+    let other = sha(b"not this blob");
+    let verified = |key: &str, layer: Descriptor| ApplyStreamRequest {
+        payload: Some(apply_stream_request::Payload::Header(ApplyRequest {
+            key: key.into(),
+            layer: Some(layer),
+            digest_verified: true,
+        })),
+    };
+
+    // The caller vouches for the digest: not compared here.
+    let fs = own_fs(&prepare(s, "v", "").await);
+    let mut msgs = vec![verified("v", desc(&other, blob.len()))];
+    msgs.extend(blob.chunks(4096).map(data));
+    let r = c
+        .apply_stream(req(tokio_stream::iter(msgs)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.diff_id, sha(&tar));
+    assert_eq!(std::fs::read(fs.join("f")).unwrap().len(), 50_000);
+
+    // The size still is: refused, nothing left.
+    let fs = own_fs(&prepare(s, "short", "").await);
+    let mut msgs = vec![verified("short", desc(&sha(&blob), blob.len() + 1))];
+    msgs.extend(blob.chunks(4096).map(data));
+    let e = c
+        .apply_stream(req(tokio_stream::iter(msgs)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert_eq!(entries(&fs), 0);
+
+    // Apply reads berth-content and verifies whatever the flag says.
+    env.content.put(&other, blob.clone());
+    let fs = own_fs(&prepare(s, "a", "").await);
+    let e = c
+        .apply(req(ApplyRequest {
+            key: "a".into(),
+            layer: Some(desc(&other, blob.len())),
+            digest_verified: true,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains(&other), "{}", e.message());
+    assert_eq!(entries(&fs), 0);
 }
