@@ -277,26 +277,6 @@ fn search_a_registry_catalog() {
     assert_eq!(r.stdout.lines().count(), 1, "{r:?}");
 }
 
-/// Files under `dir` whose name is `name` (e.g. a blob's hex digest).
-fn files_named(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            } else if e.file_name().to_string_lossy() == name {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 /// A tar entry with its own mode, owner and mtime.
 fn entry(
     b: &mut tar::Builder<Vec<u8>>,
