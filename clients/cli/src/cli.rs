@@ -118,6 +118,9 @@ pub enum Command {
     /// Manage containers
     #[command(subcommand, arg_required_else_help = true)]
     Container(ContainerCommand),
+    /// Manage volumes
+    #[command(subcommand, arg_required_else_help = true)]
+    Volume(crate::cmd::volumes::VolumeCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -308,6 +311,18 @@ pub struct RunArgs {
     /// Tune host's OOM preferences (-1000 to 1000)
     #[arg(long = "oom-score-adj", value_name = "int", allow_hyphen_values = true)]
     pub oom_score_adj: Option<String>,
+    /// Bind mount a volume
+    #[arg(short = 'v', long = "volume", value_name = "list")]
+    pub volume: Vec<String>,
+    /// Attach a filesystem mount to the container
+    #[arg(long = "mount", value_name = "mount")]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs directory
+    #[arg(long = "tmpfs", value_name = "list")]
+    pub tmpfs: Vec<String>,
+    /// Mount volumes from the specified container(s)
+    #[arg(long = "volumes-from", value_name = "list")]
+    pub volumes_from: Vec<String>,
     /// IMAGE [COMMAND] [ARG...]
     #[arg(
         value_name = "IMAGE [COMMAND] [ARG...]",

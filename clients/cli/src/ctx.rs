@@ -8,6 +8,7 @@ use berth_proto::gateway::v1::containers_client::ContainersClient;
 use berth_proto::gateway::v1::events_client::EventsClient;
 use berth_proto::gateway::v1::images_client::ImagesClient;
 use berth_proto::gateway::v1::system_client::SystemClient;
+use berth_proto::gateway::v1::volumes_client::VolumesClient;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
@@ -58,6 +59,10 @@ impl Ctx {
 
     pub fn system(&self) -> SystemClient<Channel> {
         SystemClient::new(self.channel.clone())
+    }
+
+    pub fn volumes(&self) -> VolumesClient<Channel> {
+        VolumesClient::new(self.channel.clone())
     }
 
     /// The line docker prints for a failed API call: "Cannot connect ..."

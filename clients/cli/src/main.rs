@@ -295,6 +295,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Load(_) => "load",
         Command::History(_) => "history",
         Command::System(_) => "system",
+        Command::Volume(_) => "volume",
         Command::Version => "version",
         Command::Info(_) => "info",
         Command::Events(_) => "events",
@@ -391,6 +392,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> i32 {
         Command::Image(ImageCommand::Prune(a)) => cmd::imagestore::prune_images(ctx, a).await,
         Command::System(SystemCommand::Prune(a)) => cmd::imagestore::prune_system(ctx, a).await,
         Command::System(SystemCommand::Df(a)) => cmd::imagestore::df(ctx, a).await,
+        Command::Volume(c) => cmd::volumes::run(ctx, c).await,
         Command::Events(a) => cmd::lifecycle::events(ctx, a).await,
         Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
             cmd::lifecycle::restart(ctx, a).await

@@ -371,6 +371,7 @@ fn serve_gateway(
                 .add_service(gw.system_server())
                 .add_service(gw.events_server())
                 .add_service(gw.files_server())
+                .add_service(gw.volumes_server())
                 .serve_with_incoming_shutdown(incoming, shutdown_signal(rx))
                 .await
         })

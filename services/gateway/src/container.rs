@@ -30,6 +30,9 @@ pub struct ContainerConfig {
     /// Close stdin when the first attached client's input ends.
     #[serde(default)]
     pub stdin_once: bool,
+    /// Config.Volumes: the image's VOLUME paths and those of `-v /path`.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -47,6 +50,14 @@ pub struct HostConfig {
     pub resources: Resources,
     /// oom_score_adj of the init (-1000..1000).
     pub oom_score_adj: i32,
+    /// -v specs as given (HostConfig.Binds).
+    pub binds: Vec<String>,
+    /// --tmpfs path -> options (HostConfig.Tmpfs).
+    pub tmpfs: BTreeMap<String, String>,
+    /// --mount entries as docker shows them (HostConfig.Mounts).
+    pub mounts: Vec<Value>,
+    /// --volumes-from specs (HostConfig.VolumesFrom).
+    pub volumes_from: Vec<String>,
 }
 
 /// Docker's HostConfig.Resources (the memory part so far), after create's
@@ -123,6 +134,9 @@ pub struct ContainerRecord {
     /// The restart back-off last used, in milliseconds (0: none yet).
     #[serde(default)]
     pub restart_delay_ms: u64,
+    /// Volumes, binds and tmpfs mounts (docker's MountPoints), parents first.
+    #[serde(default)]
+    pub mount_points: Vec<crate::mounts::MountPoint>,
 }
 
 impl ContainerRecord {
@@ -163,7 +177,9 @@ impl ContainerRecord {
                 "GlobalIPv6PrefixLen": 0, "DriverOpts": null, "DNSNames": null
             }),
         );
-        json!({
+        let or_null = |v: Value, empty: bool| if empty { Value::Null } else { v };
+        let hc = &self.host_config;
+        let mut doc = json!({
             "Id": self.id,
             "Created": self.created,
             "Path": self.path,
@@ -196,7 +212,7 @@ impl ContainerRecord {
             "AppArmorProfile": "",
             "ExecIDs": null,
             "HostConfig": {
-                "Binds": null,
+                "Binds": or_null(json!(hc.binds), hc.binds.is_empty()),
                 "ContainerIDFile": "",
                 "LogConfig": {"Type": "json-file", "Config": self.host_config.log_opts},
                 "NetworkMode": network_mode,
@@ -207,7 +223,7 @@ impl ContainerRecord {
                 },
                 "AutoRemove": self.host_config.auto_remove,
                 "VolumeDriver": "",
-                "VolumesFrom": null,
+                "VolumesFrom": or_null(json!(hc.volumes_from), hc.volumes_from.is_empty()),
                 "Privileged": false,
                 "PublishAllPorts": false,
                 "ReadonlyRootfs": self.host_config.read_only,
@@ -223,7 +239,12 @@ impl ContainerRecord {
                 "OomKillDisable": self.host_config.resources.oom_kill_disable,
             },
             "GraphDriver": {"Name": "overlayfs", "Data": {"Snapshot": self.snapshot_key}},
-            "Mounts": [],
+            "Mounts": self
+                .mount_points
+                .iter()
+                .filter(|m| !m.tmpfs_flag)
+                .map(crate::mounts::MountPoint::inspect)
+                .collect::<Vec<_>>(),
             "Config": {
                 "Hostname": self.config.hostname,
                 "Domainname": "",
@@ -237,7 +258,10 @@ impl ContainerRecord {
                 "Env": self.config.env,
                 "Cmd": self.config.cmd,
                 "Image": self.config.image,
-                "Volumes": null,
+                "Volumes": or_null(
+                    Value::Object(self.config.volumes.iter().map(|v| (v.clone(), json!({}))).collect()),
+                    self.config.volumes.is_empty(),
+                ),
                 "WorkingDir": self.config.working_dir,
                 "Entrypoint": self.config.entrypoint,
                 "OnBuild": null,
@@ -251,7 +275,15 @@ impl ContainerRecord {
                 "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
                 "Networks": networks,
             },
-        })
+        });
+        // docker leaves these out unless they were given.
+        if !hc.tmpfs.is_empty() {
+            doc["HostConfig"]["Tmpfs"] = json!(hc.tmpfs);
+        }
+        if !hc.mounts.is_empty() {
+            doc["HostConfig"]["Mounts"] = json!(hc.mounts);
+        }
+        doc
     }
 }
 

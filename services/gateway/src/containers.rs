@@ -301,6 +301,8 @@ impl Inner {
             ));
         }
 
+        let planned = self.plan_mounts(ns, &req, &icfg)?;
+
         // Reserve the name and the record before doing anything on disk.
         let dir = self.root.join("containers").join(&id);
         let rec = {
@@ -341,6 +343,7 @@ impl Inner {
                     tty: req.tty,
                     open_stdin: req.open_stdin,
                     stdin_once: req.stdin_once,
+                    volumes: planned.config_volumes,
                 },
                 host_config: HostConfig {
                     auto_remove: req.auto_remove,
@@ -355,6 +358,10 @@ impl Inner {
                         .collect(),
                     resources,
                     oom_score_adj: req.oom_score_adj,
+                    binds: req.binds.clone(),
+                    tmpfs: req.tmpfs.clone().into_iter().collect(),
+                    mounts: planned.inspect_mounts,
+                    volumes_from: req.volumes_from.clone(),
                 },
                 state: State {
                     status: "created".into(),
@@ -366,11 +373,15 @@ impl Inner {
                 removing: true, // not visible as usable until set up
                 manually_stopped: false,
                 restart_delay_ms: 0,
+                mount_points: planned.points,
             };
             map.insert((ns.to_string(), id.clone()), rec.clone());
             rec
         };
+        let mut made_volumes = Vec::new();
         let setup = async {
+            self.make_mounts(ns, &rec.mount_points, &mut made_volumes)
+                .await?;
             let top = self.ensure_unpacked(ns, &image).await?;
             self.snapshots
                 .clone()
@@ -398,6 +409,10 @@ impl Inner {
             std::fs::write(dir.join("resolv.conf"), resolv)
                 .map_err(Error::io("write resolv.conf"))?;
             std::fs::File::create(rec.log_path()).map_err(Error::io("create log file"))?;
+            for m in rec.mount_points.iter().filter(|m| m.copy_up) {
+                self.fill_volume(ns, &rec, &m.destination, std::path::Path::new(&m.source))
+                    .await?;
+            }
             let mut done = rec.clone();
             done.removing = false;
             self.store.put(&done, true)?;
@@ -421,6 +436,7 @@ impl Inner {
                 ))
                 .await;
             let _ = std::fs::remove_dir_all(&dir);
+            self.drop_volumes(ns, &made_volumes).await;
             return Err(e);
         }
         if let Some(r) = self
@@ -555,7 +571,7 @@ impl Inner {
                 });
                 if rec.host_config.auto_remove {
                     // --rm: a container that could not start is not kept.
-                    self.destroy(ns, &rec).await;
+                    self.destroy(ns, &rec, true).await;
                     self.publish(ns, &id, EventKind::Destroy);
                 }
                 Err(e)
@@ -729,7 +745,7 @@ impl Inner {
             ))
             .await;
         if rec.host_config.auto_remove {
-            self.destroy(ns, &rec).await;
+            self.destroy(ns, &rec, true).await;
             self.publish(ns, id, EventKind::Die(code));
             self.publish(ns, id, EventKind::Destroy);
         } else {
@@ -741,8 +757,10 @@ impl Inner {
         }
     }
 
-    /// Removes a stopped container's snapshot, files and record. Idempotent.
-    async fn destroy(&self, ns: &str, rec: &ContainerRecord) {
+    /// Removes a stopped container's snapshot, files and record, and with
+    /// `volumes` its anonymous volumes that no other container uses.
+    /// Idempotent.
+    async fn destroy(&self, ns: &str, rec: &ContainerRecord, volumes: bool) {
         self.emit_container(ns, &rec.id, "destroy", &[]);
         if let Err(s) = self
             .snapshots
@@ -771,6 +789,13 @@ impl Inner {
             .lock()
             .unwrap()
             .remove(&(ns.to_string(), rec.id.clone()));
+        if volumes {
+            for m in rec.mount_points.iter().filter(|m| m.anonymous) {
+                if let Err(e) = self.remove_volume(ns, &m.name, true).await {
+                    info!(id = %rec.id, volume = %m.name, "anonymous volume kept: {e}");
+                }
+            }
+        }
     }
 
     /// Waits until the container is no longer running, up to `limit`.
@@ -893,6 +918,7 @@ impl Inner {
         ns: &str,
         r: &str,
         force: bool,
+        volumes: bool,
     ) -> Result<()> {
         let id = self.find(ns, r)?.id;
         let lock = self.op_lock(ns, &id);
@@ -943,7 +969,7 @@ impl Inner {
                 },
             ))
             .await;
-        self.destroy(ns, &rec).await;
+        self.destroy(ns, &rec, volumes).await;
         self.publish(ns, &id, EventKind::Destroy);
         info!(id = %id, "removed container");
         Ok(())
@@ -1059,7 +1085,9 @@ impl Containers for ContainersApi {
     ) -> std::result::Result<Response<Empty>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let r = req.get_ref();
-        self.0.remove_container(&ns, &r.id, r.force).await?;
+        self.0
+            .remove_container(&ns, &r.id, r.force, r.volumes)
+            .await?;
         Ok(Response::new(Empty {}))
     }
 

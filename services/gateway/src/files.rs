@@ -201,6 +201,78 @@ impl Inner {
 
     /// Writes `data` as a blob to berth-content and returns its descriptor.
     /// Stores `data` as a blob held by `lease`.
+    /// Docker's copy-up: fills the volume directory `data`, when it is
+    /// empty, with what the container's image has at `dest` (resolved
+    /// inside the container's root, so a symlink in the image cannot point
+    /// it at a host path): files, owners, modes, times and links; and gives
+    /// `data` the owner and mode of that directory. Nothing when `dest` is
+    /// not a directory in the image.
+    pub(crate) async fn fill_volume(
+        &self,
+        ns: &str,
+        rec: &ContainerRecord,
+        dest: &str,
+        data: &Path,
+    ) -> Result<()> {
+        let root = self.open_root(ns, rec, false).await?;
+        let (dest, data) = (dest.to_string(), data.to_path_buf());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let src = match rootfs::open_in_root(
+                &root.fd,
+                Path::new(&dest),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            ) {
+                Ok(fd) => fd,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                {
+                    return Ok(())
+                }
+                Err(e) => return Err(e),
+            };
+            if std::fs::read_dir(&data)?.next().is_some() {
+                return Ok(()); // not empty: left as it is
+            }
+            let st = nix::sys::stat::fstat(&src).map_err(std::io::Error::from)?;
+            std::os::unix::fs::chown(&data, Some(st.st_uid), Some(st.st_gid))?;
+            std::fs::set_permissions(
+                &data,
+                std::os::unix::fs::PermissionsExt::from_mode(st.st_mode & 0o7777),
+            )?;
+            let (reader, writer) = std::io::pipe()?;
+            let volume = rootfs::open_dir(&data)?;
+            std::thread::scope(|s| {
+                let archiver = s.spawn(|| {
+                    let mut b = tar::Builder::new(writer);
+                    b.follow_symlinks(false);
+                    let opts = WalkOpts {
+                        oci_whiteouts: false,
+                        skip_mount_points: false,
+                    };
+                    rootfs::append_children(&mut b, &src, Path::new("."), Path::new(&dest), opts)?;
+                    b.into_inner()?.flush()
+                });
+                let x = rootfs::Extract {
+                    root: &volume,
+                    dir: PathBuf::from("/"),
+                    keep_owner: true,
+                    no_overwrite_dir_non_dir: false,
+                };
+                let extracted = rootfs::extract(&x, reader);
+                let archived = archiver
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("archiver panicked")));
+                extracted.and(archived)
+            })?;
+            drop(root);
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("copy-up task: {e}")))?
+        .map_err(|e| Error::Internal(format!("copying the image's files into the volume: {e}")))
+    }
+
     pub(crate) async fn write_blob(
         &self,
         ns: &str,
@@ -359,11 +431,12 @@ impl Inner {
                         }
                         c["Env"] = json!(env);
                     }
-                    "__labels" => {
-                        if !c["Labels"].is_object() {
-                            c["Labels"] = json!({});
+                    "__labels" | "__volumes" => {
+                        let key = if k == "__labels" { "Labels" } else { "Volumes" };
+                        if !c[key].is_object() {
+                            c[key] = json!({});
                         }
-                        if let (Some(l), Some(new)) = (c["Labels"].as_object_mut(), v.as_object()) {
+                        if let (Some(l), Some(new)) = (c[key].as_object_mut(), v.as_object()) {
                             l.extend(new.clone());
                         }
                     }
@@ -449,6 +522,7 @@ fn apply_changes(changes: &[String]) -> Result<Vec<(&'static str, Value)>> {
     let mut out: Vec<(&'static str, Value)> = Vec::new();
     let mut env: Option<Vec<String>> = None;
     let mut labels: Option<serde_json::Map<String, Value>> = None;
+    let mut volumes: Option<serde_json::Map<String, Value>> = None;
     let argv = |rest: &str| -> Value {
         match serde_json::from_str::<Vec<String>>(rest) {
             Ok(v) => json!(v),
@@ -498,12 +572,29 @@ fn apply_changes(changes: &[String]) -> Result<Vec<(&'static str, Value)>> {
                     .collect();
                 out.push(("ExposedPorts", Value::Object(ports)));
             }
+            "VOLUME" => {
+                // VOLUME ["/a", "/b"] or VOLUME /a /b
+                let paths = serde_json::from_str::<Vec<String>>(rest)
+                    .unwrap_or_else(|_| rest.split_whitespace().map(String::from).collect());
+                if paths.is_empty() || paths.iter().any(|p| !p.starts_with('/')) {
+                    return Err(Error::InvalidArgument(format!(
+                        "VOLUME needs absolute paths: {c}"
+                    )));
+                }
+                let v = volumes.get_or_insert_with(Default::default);
+                for p in paths {
+                    v.insert(p, json!({}));
+                }
+            }
             other => {
                 return Err(Error::InvalidArgument(format!(
                     "{other} is not a valid change command"
                 )))
             }
         }
+    }
+    if let Some(v) = volumes {
+        out.push(("__volumes", Value::Object(v)));
     }
     if let Some(e) = env {
         out.push(("__env", json!(e)));

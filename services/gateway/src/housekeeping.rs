@@ -292,10 +292,13 @@ impl Inner {
                     c.state.status.clone()
                 },
                 size_rw,
+                local_volumes: c.mount_points.iter().filter(|m| m.kind == "volume").count() as i64,
             });
         }
         resp.containers
             .sort_by_key(|c| std::cmp::Reverse(c.created));
+        let no_filters = std::collections::BTreeMap::new();
+        resp.volumes = self.list_volumes(ns, &no_filters, true)?;
         Ok(resp)
     }
 }

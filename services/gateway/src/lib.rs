@@ -15,6 +15,7 @@ mod housekeeping;
 mod images;
 mod lifecycle;
 mod logs;
+mod mounts;
 mod processes;
 mod pull;
 mod push;
@@ -25,6 +26,7 @@ mod spec;
 mod store;
 mod system;
 mod top;
+mod volumes;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +39,7 @@ use berth_proto::gateway::v1::containers_server::ContainersServer;
 use berth_proto::gateway::v1::events_server::EventsServer;
 use berth_proto::gateway::v1::images_server::ImagesServer;
 use berth_proto::gateway::v1::system_server::SystemServer;
+use berth_proto::gateway::v1::volumes_server::VolumesServer;
 use berth_proto::network::v1::network_client::NetworkClient;
 use berth_proto::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_proto::tasks::v1::tasks_client::TasksClient;
@@ -96,6 +99,11 @@ pub(crate) struct Inner {
     /// Held (shared) while an image moves between GC roots (name to name,
     /// name to dangling); taken exclusively by garbage collection.
     gc_lock: tokio::sync::RwLock<()>,
+    /// Volume records by (namespace, name).
+    volumes: Mutex<HashMap<(String, String), volumes::VolumeRecord>>,
+    /// Serialises creating, removing and pruning volumes with the creation
+    /// of containers that use them.
+    volume_ops: tokio::sync::Mutex<()>,
 }
 
 /// The gateway: build it with [`Gateway::open`], then serve its three
@@ -141,7 +149,10 @@ impl Gateway {
             registry,
             registry_options: registries,
             gc_lock: tokio::sync::RwLock::new(()),
+            volumes: Mutex::default(),
+            volume_ops: tokio::sync::Mutex::new(()),
         });
+        inner.recover_volumes()?;
         Ok(Gateway { inner })
     }
 
@@ -178,5 +189,9 @@ impl Gateway {
 
     pub fn system_server(&self) -> SystemServer<system::SystemApi> {
         SystemServer::new(system::SystemApi(self.inner.clone()))
+    }
+
+    pub fn volumes_server(&self) -> VolumesServer<volumes::VolumesApi> {
+        VolumesServer::new(volumes::VolumesApi(self.inner.clone()))
     }
 }

@@ -348,7 +348,7 @@ impl Inner {
                 .await
                 .map(|u| u.into_inner().size.max(0) as u64)
                 .unwrap_or(0);
-            match self.remove_container(ns, &c.id, false).await {
+            match self.remove_container(ns, &c.id, false, false).await {
                 Ok(()) => {
                     resp.deleted.push(c.id.clone());
                     resp.space_reclaimed += size;

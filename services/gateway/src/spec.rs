@@ -199,6 +199,11 @@ pub fn build(rec: &ContainerRecord, identity: &Identity, netns: Option<&str>) ->
             "readonlyPaths": READONLY_PATHS,
         },
     });
+    // Volumes, binds and tmpfs after the defaults, parents first: the
+    // runtime resolves each target inside the root.
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        mounts.extend(rec.mount_points.iter().map(crate::mounts::MountPoint::spec));
+    }
     if let Some(memory) = memory(&rec.host_config.resources) {
         spec["linux"]["resources"]["memory"] = memory;
     }

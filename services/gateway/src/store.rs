@@ -8,11 +8,14 @@ use berth_proto::types::v1::Descriptor;
 
 use crate::container::ContainerRecord;
 use crate::error::{Error, Result};
+use crate::volumes::VolumeRecord;
 
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
 const IMAGE_SIZES: TableDefinition<&str, u64> = TableDefinition::new("image_sizes");
 /// Images without a name ("<none>"), by "ns/manifest digest" → descriptor JSON.
 const DANGLING: TableDefinition<&str, &[u8]> = TableDefinition::new("dangling_images");
+/// Volume records by "ns/name" → JSON.
+const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
 
 /// Crash-safe store of container records.
 pub struct Store {
@@ -34,12 +37,14 @@ impl Store {
             tx.open_table(CONTAINERS).is_ok()
                 && tx.open_table(IMAGE_SIZES).is_ok()
                 && tx.open_table(DANGLING).is_ok()
+                && tx.open_table(VOLUMES).is_ok()
         };
         if !have_tables {
             let tx = db.begin_write()?;
             tx.open_table(CONTAINERS)?;
             tx.open_table(IMAGE_SIZES)?;
             tx.open_table(DANGLING)?;
+            tx.open_table(VOLUMES)?;
             tx.commit()?;
         }
         Ok(Store { db })
@@ -100,6 +105,42 @@ impl Store {
         {
             let mut table = tx.open_table(CONTAINERS)?;
             table.remove(key(ns, id).as_str())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn load_volumes(&self) -> Result<Vec<VolumeRecord>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(VOLUMES)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            match serde_json::from_slice(v.value()) {
+                Ok(rec) => out.push(rec),
+                Err(e) => tracing::warn!("skipping unreadable volume record {}: {e}", k.value()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a volume record durably.
+    pub fn put_volume(&self, rec: &VolumeRecord) -> Result<()> {
+        let data = serde_json::to_vec(rec).map_err(|e| Error::Internal(e.to_string()))?;
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(VOLUMES)?;
+            table.insert(key(&rec.namespace, &rec.name).as_str(), data.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn delete_volume(&self, ns: &str, name: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(VOLUMES)?;
+            table.remove(key(ns, name).as_str())?;
         }
         tx.commit()?;
         Ok(())

@@ -160,6 +160,20 @@ pub fn create_request(args: &RunArgs) -> Result<CreateContainerRequest, String> 
             vec![e.clone()]
         },
     });
+    let mounts = args
+        .mount
+        .iter()
+        .map(|m| crate::cmd::volumes::parse_mount(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    // PATH[:OPTIONS]
+    let tmpfs = args
+        .tmpfs
+        .iter()
+        .map(|t| {
+            let (p, o) = t.split_once(':').unwrap_or((t.as_str(), ""));
+            (p.to_string(), o.to_string())
+        })
+        .collect();
     Ok(CreateContainerRequest {
         name: args.name.clone().unwrap_or_default(),
         image: args.image().to_string(),
@@ -184,6 +198,10 @@ pub fn create_request(args: &RunArgs) -> Result<CreateContainerRequest, String> 
         stdin_once: args.interactive && !args.detach,
         resources,
         oom_score_adj,
+        binds: args.volume.clone(),
+        mounts,
+        tmpfs,
+        volumes_from: args.volumes_from.clone(),
     })
 }
 

@@ -80,6 +80,9 @@ pub struct SystemPruneArgs {
     /// Do not prompt for confirmation
     #[arg(short = 'f', long)]
     pub force: bool,
+    /// Prune anonymous volumes
+    #[arg(long)]
+    pub volumes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -420,8 +423,14 @@ pub async fn prune_system(ctx: &Ctx, args: SystemPruneArgs) -> i32 {
     } else {
         "  - all dangling images"
     };
-    let warning =
-        format!("WARNING! This will remove:\n  - all stopped containers\n{images_line}\n");
+    let volumes_line = if args.volumes {
+        "  - all anonymous volumes not used by at least one container\n"
+    } else {
+        ""
+    };
+    let warning = format!(
+        "WARNING! This will remove:\n  - all stopped containers\n{volumes_line}{images_line}\n"
+    );
     if !args.force && !confirm(&warning) {
         return 0;
     }
@@ -438,6 +447,21 @@ pub async fn prune_system(ctx: &Ctx, args: SystemPruneArgs) -> i32 {
             return 1;
         }
     };
+    let mut out = String::new();
+    crate::cmd::lifecycle::containers_report(&mut out, &containers.deleted);
+    let mut total = containers.space_reclaimed;
+    if args.volumes {
+        // Volumes have no creation-time filter.
+        let mut vf = filters.clone();
+        vf.remove("until");
+        match crate::cmd::volumes::prune_into(ctx, false, vf, &mut out).await {
+            Ok(freed) => total += freed,
+            Err(s) => {
+                eprint_err(&ctx.describe(&s));
+                return 1;
+            }
+        }
+    }
     let mut image_filters = filters;
     if args.all {
         image_filters.insert(
@@ -460,10 +484,8 @@ pub async fn prune_system(ctx: &Ctx, args: SystemPruneArgs) -> i32 {
             return 1;
         }
     };
-    let mut out = String::new();
-    crate::cmd::lifecycle::containers_report(&mut out, &containers.deleted);
     images_report(&mut out, &images.deleted);
-    let total = containers.space_reclaimed + images.space_reclaimed;
+    total += images.space_reclaimed;
     out.push_str(&format!(
         "Total reclaimed space: {}",
         human_size4(total as i64)
@@ -536,10 +558,26 @@ pub async fn df(ctx: &Ctx, args: DfArgs) -> i32 {
                 human_size4(c_total),
                 with_percent(c_reclaim, c_total),
             ],
-            vec!["Local Volumes", "0", "0", "0B", "0B"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            {
+                let size: i64 = du.volumes.iter().map(|v| v.size.max(0)).sum();
+                let unused: i64 = du
+                    .volumes
+                    .iter()
+                    .filter(|v| v.ref_count == 0)
+                    .map(|v| v.size.max(0))
+                    .sum();
+                vec![
+                    "Local Volumes".to_string(),
+                    du.volumes.len().to_string(),
+                    du.volumes
+                        .iter()
+                        .filter(|v| v.ref_count > 0)
+                        .count()
+                        .to_string(),
+                    human_size4(size),
+                    with_percent(unused, size),
+                ]
+            },
             vec!["Build Cache", "0", "0", "0B", "0B"]
                 .into_iter()
                 .map(String::from)
@@ -640,7 +678,7 @@ pub async fn df(ctx: &Ctx, args: DfArgs) -> i32 {
             short_id(&c.id),
             image,
             ps_command(&c.command, false),
-            "0".into(),
+            c.local_volumes.to_string(),
             human_size4(c.size_rw),
             ago_unix(now, c.created),
             statuses
@@ -652,11 +690,19 @@ pub async fn df(ctx: &Ctx, args: DfArgs) -> i32 {
     }
     text.push_str(&crate::render::table(&rows));
     text.push_str("\nLocal Volumes space usage:\n\n");
-    text.push_str(&crate::render::table(&[vec![
-        "VOLUME NAME".into(),
+    let mut rows = vec![vec![
+        "VOLUME NAME".to_string(),
         "LINKS".into(),
         "SIZE".into(),
-    ]]));
+    ]];
+    for v in &du.volumes {
+        rows.push(vec![
+            v.name.clone(),
+            v.ref_count.to_string(),
+            human_size4(v.size.max(0)),
+        ]);
+    }
+    text.push_str(&crate::render::table(&rows));
     text.push_str("\nBuild cache usage: 0B\n\n");
     text.push_str(&crate::render::table(&[[
         "CACHE ID",

@@ -40,18 +40,12 @@ pub fn to_indented_json(docs: &[Value]) -> String {
 /// Inspects `names` (of `kind`, or container then image when `None`) and
 /// prints them as docker does.
 pub async fn run(ctx: &Ctx, names: &[String], format: Option<&str>, kind: Option<Kind>) -> i32 {
-    let tmpl = match format {
-        Some(f) if !f.is_empty() && f != "json" => {
-            let f = f.replace("\\t", "\t").replace("\\n", "\n");
-            match template::parse(&f) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    eprint_err(&format!("template parsing error: {e}"));
-                    return 1;
-                }
-            }
+    let tmpl = match format_template(format) {
+        Ok(t) => t,
+        Err(e) => {
+            eprint_err(&e);
+            return 1;
         }
-        _ => None,
     };
     let json_lines = format == Some("json");
     let mut docs = Vec::new();
@@ -82,9 +76,20 @@ pub async fn run(ctx: &Ctx, names: &[String], format: Option<&str>, kind: Option
             Err(s) => errors.push(ctx.describe(&s)),
         }
     }
+    print_docs(&docs, tmpl.as_ref(), json_lines, errors)
+}
+
+/// Prints inspect documents as docker does (indented JSON, `--format json`
+/// lines, or a template per document), then the errors; the exit code.
+pub fn print_docs(
+    docs: &[Value],
+    tmpl: Option<&template::Template>,
+    json_lines: bool,
+    errors: Vec<String>,
+) -> i32 {
     let mut failed = !errors.is_empty();
     if let Some(t) = tmpl {
-        for doc in &docs {
+        for doc in docs {
             match t.render(doc) {
                 Ok(s) => crate::outln(&s),
                 Err(e) => {
@@ -95,16 +100,29 @@ pub async fn run(ctx: &Ctx, names: &[String], format: Option<&str>, kind: Option
             }
         }
     } else if json_lines {
-        for doc in &docs {
+        for doc in docs {
             crate::outln(&doc.to_string());
         }
     } else {
-        crate::outln(&to_indented_json(&docs));
+        crate::outln(&to_indented_json(docs));
     }
     for e in errors {
         eprint_err(&e);
     }
     i32::from(failed)
+}
+
+/// An inspect `--format` as a template (None: JSON output).
+pub fn format_template(format: Option<&str>) -> Result<Option<template::Template>, String> {
+    match format {
+        Some(f) if !f.is_empty() && f != "json" => {
+            let f = f.replace("\\t", "\t").replace("\\n", "\n");
+            template::parse(&f)
+                .map(Some)
+                .map_err(|e| format!("template parsing error: {e}"))
+        }
+        _ => Ok(None),
+    }
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ pub struct PruneArgs {
 }
 
 /// `KEY=VALUE` filter flags into the API's map; values of a key add up.
-fn parse_filters(specs: &[String]) -> Result<HashMap<String, StringList>, String> {
+pub(crate) fn parse_filters(specs: &[String]) -> Result<HashMap<String, StringList>, String> {
     let mut out: HashMap<String, StringList> = HashMap::new();
     for spec in specs {
         let Some((k, v)) = spec.split_once('=') else {

@@ -9,3 +9,4 @@ pub mod lifecycle;
 pub mod processes;
 pub mod registry;
 pub mod system;
+pub mod volumes;
