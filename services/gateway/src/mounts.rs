@@ -727,16 +727,16 @@ mod tests {
     fn planning() {
         let own = vec![
             parse_bind("/a:/data/sub").unwrap(),
-            parse_bind("v:/data").unwrap(),
+            parse_bind("vv:/data").unwrap(),
         ];
         let inherited = vec![
-            parse_bind("w:/data").unwrap(),
+            parse_bind("ww:/data").unwrap(),
             parse_bind("w2:/other").unwrap(),
         ];
         let p = plan(own, inherited, &["/data".into(), "/cache".into()]).unwrap();
         let dests: Vec<&str> = p.iter().map(|m| m.destination.as_str()).collect();
         assert_eq!(dests, vec!["/cache", "/data", "/other", "/data/sub"]);
-        assert_eq!(p[1].name, "v");
+        assert_eq!(p[1].name, "vv");
         assert!(p[0].anonymous);
         let e = plan(
             vec![parse_bind("a:/x").unwrap(), parse_bind("/b:/x/").unwrap()],
