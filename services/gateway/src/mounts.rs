@@ -739,7 +739,7 @@ mod tests {
         assert_eq!(p[1].name, "vv");
         assert!(p[0].anonymous);
         let e = plan(
-            vec![parse_bind("a:/x").unwrap(), parse_bind("/b:/x/").unwrap()],
+            vec![parse_bind("aa:/x").unwrap(), parse_bind("/b:/x/").unwrap()],
             vec![],
             &[],
         )
