@@ -263,7 +263,7 @@ fn binds_tmpfs_read_only_and_inspect() {
         "--tmpfs",
         "/run:size=1m",
         "--mount",
-        "type=bind,src=/tmp,dst=/ht,bind-propagation=rslave",
+        "type=bind,src=/tmp,dst=/ht,bind-propagation=private",
         "busybox",
         "true",
     ]);
@@ -282,7 +282,7 @@ fn binds_tmpfs_read_only_and_inspect() {
     assert_eq!(c["HostConfig"]["Mounts"][0]["Target"], "/ht");
     assert_eq!(
         c["HostConfig"]["Mounts"][0]["BindOptions"]["Propagation"],
-        "rslave"
+        "private"
     );
     assert_eq!(c["Config"]["Volumes"], serde_json::json!({"/anon": {}}));
     let mounts = c["Mounts"].as_array().unwrap();
@@ -317,7 +317,7 @@ fn binds_tmpfs_read_only_and_inspect() {
             .to_string_lossy()
             .as_ref()
     );
-    assert_eq!(by_dest("/ht")["Propagation"], "rslave");
+    assert_eq!(by_dest("/ht")["Propagation"], "private");
     let a = by_dest("/anon");
     assert_eq!(a["Name"].as_str().unwrap().len(), 64);
     assert_eq!(
@@ -755,4 +755,102 @@ fn a_half_made_volume_is_gone_after_a_restart() {
     // The name is free again.
     assert_eq!(s.berth(&["volume", "create", "ghost"]).ok(), "ghost\n");
     assert_eq!(s.run(&["-v", "ghost:/g", "busybox", "ls", "/g"]).ok(), "");
+}
+
+#[test]
+fn bind_propagation_follows_the_host_mount() {
+    require_root!();
+    let s = stack_with_busybox();
+    use nix::mount::{mount, MsFlags};
+    // A shared mount of the test's own (unmounted with the stack's dir).
+    let shared = s.dir.join("shared");
+    std::fs::create_dir_all(shared.join("sub")).unwrap();
+    mount(
+        Some(&shared),
+        &shared,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        None::<&str>,
+        &shared,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    let sh = shared.to_string_lossy().into_owned();
+    for (name, mode) in [("slave", ":rslave"), ("private", "")] {
+        let r = s.berth(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-v",
+            &format!("{sh}:/h{mode}"),
+            "busybox",
+            "sleep",
+            "300",
+        ]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    // A mount the host makes afterwards reaches the rslave bind only.
+    mount(
+        Some("tmpfs"),
+        &shared.join("sub"),
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    std::fs::write(shared.join("sub/f"), "late\n").unwrap();
+    assert_eq!(
+        s.berth(&["exec", "slave", "cat", "/h/sub/f"]).ok(),
+        "late\n"
+    );
+    let r = s.berth(&["exec", "private", "cat", "/h/sub/f"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    // Nothing the container mounts comes back to the host.
+    assert!(host_mounts_under(&s.state)
+        .iter()
+        .all(|m| !m.ends_with("/rootfs/h")));
+    // Shared or slave propagation from a private mount would silently not
+    // work: refused as docker does.
+    let private = s.dir.join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    mount(
+        Some(&private),
+        &private,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        None::<&str>,
+        &private,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .unwrap();
+    let p = private.to_string_lossy().into_owned();
+    let r = s.run(&["-v", &format!("{p}:/p:rshared"), "busybox", "true"]);
+    assert_eq!(r.code, 125, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "path {p} is mounted on {p} but it is not a shared mount"
+        )),
+        "{r:?}"
+    );
+    let r = s.run(&[
+        "--mount",
+        &format!("type=bind,src={p},dst=/p,bind-propagation=rslave"),
+        "busybox",
+        "true",
+    ]);
+    assert!(r.stderr.contains("not a shared or slave mount"), "{r:?}");
+    assert_eq!(s.berth(&["ps", "-aq"]).ok().lines().count(), 2);
 }

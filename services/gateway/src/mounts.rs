@@ -437,6 +437,57 @@ pub fn plan(
     Ok(out)
 }
 
+/// Docker's check that shared or slave propagation can work: the source
+/// must be on a shared mount (or for slave, a shared or slave one) of the
+/// host, else the container would silently get a private mount.
+fn check_propagation(source: &str, propagation: &str) -> Result<()> {
+    let shared_only = match propagation {
+        "shared" | "rshared" => true,
+        "slave" | "rslave" => false,
+        _ => return Ok(()),
+    };
+    let path = std::fs::canonicalize(source)
+        .map_err(|e| Error::InvalidArgument(format!("bind source path {source}: {e}")))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::Internal(format!("reading mountinfo: {e}")))?;
+    let (mnt, fields) = mount_of(&path.to_string_lossy(), &info)
+        .ok_or_else(|| Error::Internal(format!("no mount holds {source}")))?;
+    let shared = fields.iter().any(|f| f.starts_with("shared:"));
+    let slave = fields.iter().any(|f| f.starts_with("master:"));
+    if shared || (!shared_only && slave) {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(if shared_only {
+        format!("path {source} is mounted on {mnt} but it is not a shared mount")
+    } else {
+        format!("path {source} is mounted on {mnt} but it is not a shared or slave mount")
+    }))
+}
+
+/// The mount point (the last, longest one in mountinfo) holding `path`,
+/// with its optional fields ("shared:N", "master:N").
+fn mount_of(path: &str, mountinfo: &str) -> Option<(String, Vec<String>)> {
+    let mut best: Option<(String, Vec<String>)> = None;
+    for line in mountinfo.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let Some(mp) = f.get(4).map(|m| m.replace("\\040", " ")) else {
+            continue;
+        };
+        let within = mp == "/" || path == mp || path.starts_with(&format!("{mp}/"));
+        if !within || best.as_ref().is_some_and(|(b, _)| b.len() > mp.len()) {
+            continue;
+        }
+        let optional: Vec<String> = f
+            .iter()
+            .skip(6)
+            .take_while(|x| **x != "-")
+            .map(|x| x.to_string())
+            .collect();
+        best = Some((mp, optional));
+    }
+    best
+}
+
 /// HostConfig.Mounts' entry for one --mount.
 fn mount_doc(m: &MountSpec) -> Value {
     let mut v = json!({
@@ -571,9 +622,9 @@ impl Inner {
                         made.push(m.name.clone());
                     }
                 }
-                "bind" if m.create_source => {
+                "bind" => {
                     let p = std::path::Path::new(&m.source);
-                    if std::fs::symlink_metadata(p).is_err() {
+                    if m.create_source && std::fs::symlink_metadata(p).is_err() {
                         std::fs::create_dir_all(p).map_err(|e| {
                             Error::InvalidArgument(format!(
                                 "error while creating mount source path '{}': {e}",
@@ -581,6 +632,7 @@ impl Inner {
                             ))
                         })?;
                     }
+                    check_propagation(&m.source, &m.propagation)?;
                 }
                 _ => {}
             }
@@ -721,6 +773,19 @@ mod tests {
         );
         assert!(parse_volumes_from("db:xx").is_err());
         assert!(parse_volumes_from("").is_err());
+    }
+
+    #[test]
+    fn mount_holding_a_path() {
+        let info = "27 1 254:0 / / rw - ext4 /dev/vda rw\n\
+                    30 27 0:5 / /srv rw shared:7 - tmpfs t rw\n\
+                    31 30 0:6 / /srv/a rw master:7 - tmpfs t rw\n";
+        let (mp, f) = mount_of("/srv/a/b", info).unwrap();
+        assert_eq!((mp.as_str(), f), ("/srv/a", vec!["master:7".to_string()]));
+        let (mp, f) = mount_of("/srv/ab", info).unwrap();
+        assert_eq!((mp.as_str(), f), ("/srv", vec!["shared:7".to_string()]));
+        let (mp, f) = mount_of("/etc", info).unwrap();
+        assert_eq!((mp.as_str(), f.len()), ("/", 0));
     }
 
     #[test]

@@ -340,7 +340,7 @@ fn child_setup(bundle: &Bundle, plan: &NamespacePlan, fds: &ChildFds) -> Result<
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).ctx("unshare cgroup namespace")?;
     }
 
-    mount::make_root_private()?;
+    mount::make_root_slave()?;
     let rootfs = bundle.rootfs();
     mount::mount_overlay_or_bind(&bundle.rootfs_mounts, &rootfs)?;
     let root = Root::open(&rootfs)?;

@@ -272,16 +272,19 @@ pub fn mount_overlay_or_bind(mounts: &[RootfsMount], target: &Path) -> Result<()
     Ok(())
 }
 
-/// Make the whole mount tree private so nothing propagates back to the host.
-pub fn make_root_private() -> Result<()> {
+/// Make the whole mount tree a slave of the host's (runc's default root
+/// propagation): nothing the container mounts propagates back to the host,
+/// while mounts the host makes under a shared mount still reach binds that
+/// ask for slave or shared propagation. Binds are rprivate unless asked.
+pub fn make_root_slave() -> Result<()> {
     mount(
         None::<&str>,
         "/",
         None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
         None::<&str>,
     )
-    .ctx("make / rprivate")
+    .ctx("make / rslave")
 }
 
 /// True when the host's /sys/fs/cgroup is a cgroup2 filesystem.
