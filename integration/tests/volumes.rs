@@ -757,6 +757,13 @@ fn a_half_made_volume_is_gone_after_a_restart() {
     assert_eq!(s.run(&["-v", "ghost:/g", "busybox", "ls", "/g"]).ok(), "");
 }
 
+/// Makes `dir` a mount point of its own with `propagation`.
+fn bind_onto_itself(dir: &Path, propagation: nix::mount::MsFlags) {
+    use nix::mount::{mount, MsFlags};
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+    mount(None::<&str>, dir, None::<&str>, propagation, None::<&str>).unwrap();
+}
+
 #[test]
 fn bind_propagation_follows_the_host_mount() {
     require_root!();
@@ -765,22 +772,7 @@ fn bind_propagation_follows_the_host_mount() {
     // A shared mount of the test's own (unmounted with the stack's dir).
     let shared = s.dir.join("shared");
     std::fs::create_dir_all(shared.join("sub")).unwrap();
-    mount(
-        Some(&shared),
-        &shared,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .unwrap();
-    mount(
-        None::<&str>,
-        &shared,
-        None::<&str>,
-        MsFlags::MS_SHARED,
-        None::<&str>,
-    )
-    .unwrap();
+    bind_onto_itself(&shared, MsFlags::MS_SHARED);
     let sh = shared.to_string_lossy().into_owned();
     for (name, mode) in [("slave", ":rslave"), ("private", "")] {
         let r = s.berth(&[
@@ -820,22 +812,7 @@ fn bind_propagation_follows_the_host_mount() {
     // work: refused as docker does.
     let private = s.dir.join("private");
     std::fs::create_dir_all(&private).unwrap();
-    mount(
-        Some(&private),
-        &private,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .unwrap();
-    mount(
-        None::<&str>,
-        &private,
-        None::<&str>,
-        MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .unwrap();
+    bind_onto_itself(&private, MsFlags::MS_PRIVATE);
     let p = private.to_string_lossy().into_owned();
     let r = s.run(&["-v", &format!("{p}:/p:rshared"), "busybox", "true"]);
     assert_eq!(r.code, 125, "{r:?}");

@@ -13,6 +13,7 @@ use clap::{ArgAction, Args};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
+use crate::cmd::lifecycle::parse_filters;
 use crate::ctx::Ctx;
 use crate::render::{ago_unix, ellipsis, human_size, ps_command, ps_status, short_id, StateView};
 use crate::{eprint_err, output_format};
@@ -90,24 +91,6 @@ pub struct DfArgs {
     /// Show detailed information on space usage
     #[arg(short = 'v', long)]
     pub verbose: bool,
-}
-
-/// `KEY=VALUE` filters into the API's map ("label!=a" → key "label!").
-fn parse_filters(specs: &[String]) -> Result<HashMap<String, StringList>, String> {
-    let mut out: HashMap<String, StringList> = HashMap::new();
-    for spec in specs {
-        let Some((k, v)) = spec.split_once('=') else {
-            return Err(format!(
-                "bad format of filter (expected name=value): {spec}"
-            ));
-        };
-        let k = match k.strip_suffix('!') {
-            Some(k) => format!("{}!", k.trim().to_lowercase()),
-            None => k.trim().to_lowercase(),
-        };
-        out.entry(k).or_default().values.push(v.to_string());
-    }
-    Ok(out)
 }
 
 /// Docker's confirmation: true when the user answers y/yes.
