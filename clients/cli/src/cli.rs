@@ -121,6 +121,8 @@ pub enum Command {
     /// Manage volumes
     #[command(subcommand, arg_required_else_help = true)]
     Volume(crate::cmd::volumes::VolumeCommand),
+    /// Update configuration of one or more containers
+    Update(UpdateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +213,8 @@ pub enum ContainerCommand {
     Top(crate::cmd::processes::TopArgs),
     /// Display a live stream of container(s) resource usage statistics
     Stats(crate::cmd::processes::StatsArgs),
+    /// Update configuration of one or more containers
+    Update(UpdateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -289,15 +293,8 @@ pub struct RunArgs {
         allow_negative_numbers = true
     )]
     pub stop_timeout: Option<i32>,
-    /// Memory limit
-    #[arg(short = 'm', long = "memory", value_name = "bytes")]
-    pub memory: Option<String>,
-    /// Swap limit equal to memory plus swap: '-1' to enable unlimited swap
-    #[arg(long = "memory-swap", value_name = "bytes", allow_hyphen_values = true)]
-    pub memory_swap: Option<String>,
-    /// Memory soft limit
-    #[arg(long = "memory-reservation", value_name = "bytes")]
-    pub memory_reservation: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Tune container memory swappiness (0 to 100) (default -1)
     #[arg(
         long = "memory-swappiness",
@@ -311,6 +308,24 @@ pub struct RunArgs {
     /// Tune host's OOM preferences (-1000 to 1000)
     #[arg(long = "oom-score-adj", value_name = "int", allow_hyphen_values = true)]
     pub oom_score_adj: Option<String>,
+    /// Block IO weight (relative device weight)
+    #[arg(long = "blkio-weight-device", value_name = "list")]
+    pub blkio_weight_device: Vec<String>,
+    /// Limit read rate (bytes per second) from a device
+    #[arg(long = "device-read-bps", value_name = "list")]
+    pub device_read_bps: Vec<String>,
+    /// Limit write rate (bytes per second) to a device
+    #[arg(long = "device-write-bps", value_name = "list")]
+    pub device_write_bps: Vec<String>,
+    /// Limit read rate (IO per second) from a device
+    #[arg(long = "device-read-iops", value_name = "list")]
+    pub device_read_iops: Vec<String>,
+    /// Limit write rate (IO per second) to a device
+    #[arg(long = "device-write-iops", value_name = "list")]
+    pub device_write_iops: Vec<String>,
+    /// Ulimit options
+    #[arg(long = "ulimit", value_name = "ulimit")]
+    pub ulimit: Vec<String>,
     /// Bind mount a volume
     #[arg(short = 'v', long = "volume", value_name = "list")]
     pub volume: Vec<String>,
@@ -332,6 +347,59 @@ pub struct RunArgs {
         allow_hyphen_values = true
     )]
     pub image_and_command: Vec<String>,
+}
+
+/// The limits `run`, `create` and `update` share.
+#[derive(Debug, Args, Default)]
+pub struct LimitArgs {
+    /// Memory limit
+    #[arg(short = 'm', long = "memory", value_name = "bytes")]
+    pub memory: Option<String>,
+    /// Swap limit equal to memory plus swap: '-1' to enable unlimited swap
+    #[arg(long = "memory-swap", value_name = "bytes", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Memory soft limit
+    #[arg(long = "memory-reservation", value_name = "bytes")]
+    pub memory_reservation: Option<String>,
+    /// Kernel memory limit (deprecated)
+    #[arg(long = "kernel-memory", value_name = "bytes")]
+    pub kernel_memory: Option<String>,
+    /// Number of CPUs
+    #[arg(long = "cpus", value_name = "decimal")]
+    pub cpus: Option<String>,
+    /// Limit CPU CFS (Completely Fair Scheduler) period
+    #[arg(long = "cpu-period", value_name = "int")]
+    pub cpu_period: Option<String>,
+    /// Limit CPU CFS (Completely Fair Scheduler) quota
+    #[arg(long = "cpu-quota", value_name = "int", allow_hyphen_values = true)]
+    pub cpu_quota: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long = "cpu-shares", value_name = "int")]
+    pub cpu_shares: Option<String>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-cpus", value_name = "string")]
+    pub cpuset_cpus: Option<String>,
+    /// MEMs in which to allow execution (0-3, 0,1)
+    #[arg(long = "cpuset-mems", value_name = "string")]
+    pub cpuset_mems: Option<String>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long = "pids-limit", value_name = "int", allow_hyphen_values = true)]
+    pub pids_limit: Option<String>,
+    /// Block IO (relative weight), between 10 and 1000, or 0 to disable (default 0)
+    #[arg(long = "blkio-weight", value_name = "uint16")]
+    pub blkio_weight: Option<String>,
+}
+
+/// `berth update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Restart policy to apply when a container exits
+    #[arg(long = "restart", value_name = "string")]
+    pub restart: Option<String>,
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub containers: Vec<String>,
 }
 
 impl RunArgs {
@@ -601,15 +669,15 @@ mod tests {
             "busybox",
             "sh",
         ]);
-        assert_eq!(r.memory.as_deref(), Some("8m"));
-        assert_eq!(r.memory_swap.as_deref(), Some("-1"));
-        assert_eq!(r.memory_reservation.as_deref(), Some("6m"));
+        assert_eq!(r.limits.memory.as_deref(), Some("8m"));
+        assert_eq!(r.limits.memory_swap.as_deref(), Some("-1"));
+        assert_eq!(r.limits.memory_reservation.as_deref(), Some("6m"));
         assert_eq!(r.memory_swappiness.as_deref(), Some("-1"));
         assert!(r.oom_kill_disable);
         assert_eq!(r.oom_score_adj.as_deref(), Some("-500"));
         assert_eq!(r.image(), "busybox");
         let r = run_args(&["create", "--memory", "1g", "img"]);
-        assert_eq!(r.memory.as_deref(), Some("1g"));
+        assert_eq!(r.limits.memory.as_deref(), Some("1g"));
         assert!(!r.oom_kill_disable);
     }
 

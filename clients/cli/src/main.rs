@@ -311,6 +311,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Unpause(_) => "unpause",
         Command::Top(_) => "top",
         Command::Stats(_) => "stats",
+        Command::Update(_) => "update",
         Command::Image(_) => "image",
         Command::Container(_) => "container",
     }
@@ -393,6 +394,9 @@ async fn dispatch(ctx: &Ctx, command: Command) -> i32 {
         Command::System(SystemCommand::Prune(a)) => cmd::imagestore::prune_system(ctx, a).await,
         Command::System(SystemCommand::Df(a)) => cmd::imagestore::df(ctx, a).await,
         Command::Volume(c) => cmd::volumes::run(ctx, c).await,
+        Command::Update(a) | Command::Container(ContainerCommand::Update(a)) => {
+            cmd::containers::update(ctx, a).await
+        }
         Command::Events(a) => cmd::lifecycle::events(ctx, a).await,
         Command::Restart(a) | Command::Container(ContainerCommand::Restart(a)) => {
             cmd::lifecycle::restart(ctx, a).await

@@ -74,6 +74,47 @@ pub struct Resources {
     /// 0..100; None: the host's.
     pub memory_swappiness: Option<i64>,
     pub oom_kill_disable: bool,
+    /// CPUs in billionths (--cpus); 0: none.
+    pub nano_cpus: i64,
+    /// CFS period and quota in microseconds; 0: unset.
+    pub cpu_period: i64,
+    pub cpu_quota: i64,
+    /// Relative weight; 0: the default.
+    pub cpu_shares: i64,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+    /// None: unlimited.
+    pub pids_limit: Option<i64>,
+    /// 10..1000; 0: unset.
+    pub blkio_weight: u16,
+    pub blkio_weight_device: Vec<DeviceLimit>,
+    pub device_read_bps: Vec<DeviceLimit>,
+    pub device_write_bps: Vec<DeviceLimit>,
+    pub device_read_iops: Vec<DeviceLimit>,
+    pub device_write_iops: Vec<DeviceLimit>,
+    /// Accepted, ignored (deprecated); shown by inspect.
+    pub kernel_memory: i64,
+    pub ulimits: Vec<Ulimit>,
+}
+
+/// A per-device weight or throttle: the path as given, its device numbers
+/// (looked up at create) and the weight or rate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeviceLimit {
+    pub path: String,
+    pub major: i64,
+    pub minor: i64,
+    pub value: u64,
+}
+
+/// An rlimit of the container's processes (--ulimit); -1: unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 /// Docker's HostConfig.RestartPolicy.
@@ -178,6 +219,11 @@ impl ContainerRecord {
             }),
         );
         let or_null = |v: Value, empty: bool| if empty { Value::Null } else { v };
+        let throttles = |l: &[DeviceLimit]| {
+            l.iter()
+                .map(|d| json!({"Path": d.path, "Rate": d.value}))
+                .collect::<Vec<_>>()
+        };
         let hc = &self.host_config;
         let mut doc = json!({
             "Id": self.id,
@@ -237,6 +283,27 @@ impl ContainerRecord {
                 "MemorySwap": self.host_config.resources.memory_swap,
                 "MemorySwappiness": self.host_config.resources.memory_swappiness,
                 "OomKillDisable": self.host_config.resources.oom_kill_disable,
+                "NanoCpus": hc.resources.nano_cpus,
+                "CpuShares": hc.resources.cpu_shares,
+                "CpuPeriod": hc.resources.cpu_period,
+                "CpuQuota": hc.resources.cpu_quota,
+                "CpusetCpus": hc.resources.cpuset_cpus,
+                "CpusetMems": hc.resources.cpuset_mems,
+                "PidsLimit": hc.resources.pids_limit,
+                "BlkioWeight": hc.resources.blkio_weight,
+                "BlkioWeightDevice": hc.resources.blkio_weight_device.iter()
+                    .map(|d| json!({"Path": d.path, "Weight": d.value})).collect::<Vec<_>>(),
+                "BlkioDeviceReadBps": throttles(&hc.resources.device_read_bps),
+                "BlkioDeviceWriteBps": throttles(&hc.resources.device_write_bps),
+                "BlkioDeviceReadIOps": throttles(&hc.resources.device_read_iops),
+                "BlkioDeviceWriteIOps": throttles(&hc.resources.device_write_iops),
+                "KernelMemory": hc.resources.kernel_memory,
+                "Ulimits": or_null(
+                    json!(hc.resources.ulimits.iter()
+                        .map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard}))
+                        .collect::<Vec<_>>()),
+                    hc.resources.ulimits.is_empty(),
+                ),
             },
             "GraphDriver": {"Name": "overlayfs", "Data": {"Snapshot": self.snapshot_key}},
             "Mounts": self
@@ -442,6 +509,7 @@ mod tests {
             memory_reservation: 6 << 20,
             memory_swappiness: Some(10),
             oom_kill_disable: true,
+            ..Default::default()
         };
         rec.host_config.oom_score_adj = 500;
         rec.state.oom_killed = true;

@@ -188,10 +188,17 @@ impl Inner {
         req: CreateContainerRequest,
     ) -> Result<CreateContainerResponse> {
         // Host settings first, as docker's verifyContainerSettings.
-        let (resources, warnings) = crate::resources::check(
+        let (mut resources, mut warnings) = crate::resources::check(
             req.resources.as_ref(),
             req.oom_score_adj,
             &crate::resources::MemoryInfo::detect(),
+        )
+        .map_err(Error::InvalidArgument)?;
+        crate::resources::check_cpu_io(
+            req.resources.as_ref(),
+            &crate::resources::CpuIoInfo::detect(),
+            &mut resources,
+            &mut warnings,
         )
         .map_err(Error::InvalidArgument)?;
         let (image, _) = self.resolve_image(ns, &req.image).await?;
@@ -1174,6 +1181,18 @@ impl Containers for ContainersApi {
         let ns = berth_common::namespace_of(&req)?;
         let filters = req.into_inner().filters;
         Ok(Response::new(self.0.prune_containers(&ns, filters).await?))
+    }
+
+    async fn update(
+        &self,
+        req: Request<berth_proto::gateway::v1::UpdateContainerRequest>,
+    ) -> std::result::Result<Response<berth_proto::gateway::v1::UpdateContainerResponse>, Status>
+    {
+        let ns = berth_common::namespace_of(&req)?;
+        let warnings = self.0.update_container(&ns, req.into_inner()).await?;
+        Ok(Response::new(
+            berth_proto::gateway::v1::UpdateContainerResponse { warnings },
+        ))
     }
 
     type LogsStream = EntryStream<LogEntry>;

@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! berthd's gateway: the public API `berth.gateway.v1`.
 //!
 //! The gateway owns container records and orchestration. It reaches

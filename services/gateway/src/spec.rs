@@ -204,10 +204,79 @@ pub fn build(rec: &ContainerRecord, identity: &Identity, netns: Option<&str>) ->
     if let Some(mounts) = spec["mounts"].as_array_mut() {
         mounts.extend(rec.mount_points.iter().map(crate::mounts::MountPoint::spec));
     }
-    if let Some(memory) = memory(&rec.host_config.resources) {
-        spec["linux"]["resources"]["memory"] = memory;
+    if let Some(res) = spec["linux"]["resources"].as_object_mut() {
+        res.extend(limits(&rec.host_config.resources));
+    }
+    if let Some(rl) = spec["process"]["rlimits"].as_array_mut() {
+        for u in &rec.host_config.resources.ulimits {
+            let name = format!("RLIMIT_{}", u.name.to_uppercase());
+            rl.retain(|r| r["type"] != name.as_str());
+            let v = |x: i64| if x < 0 { u64::MAX } else { x as u64 };
+            rl.push(json!({"type": name, "soft": v(u.soft), "hard": v(u.hard)}));
+        }
     }
     spec
+}
+
+/// linux.resources (without devices) for the container's limits: memory,
+/// cpu, pids, blockIO. Also what `update` sends to a running task.
+pub fn limits(r: &Resources) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    if let Some(m) = memory(r) {
+        out.insert("memory".into(), m);
+    }
+    let mut cpu = serde_json::Map::new();
+    if r.cpu_shares > 0 {
+        cpu.insert("shares".into(), json!(r.cpu_shares));
+    }
+    if r.nano_cpus > 0 {
+        // docker: a 100 ms period and the matching quota.
+        cpu.insert("period".into(), json!(100_000));
+        cpu.insert("quota".into(), json!(r.nano_cpus / 10_000));
+    } else {
+        if r.cpu_period > 0 {
+            cpu.insert("period".into(), json!(r.cpu_period));
+        }
+        if r.cpu_quota != 0 {
+            cpu.insert("quota".into(), json!(r.cpu_quota));
+        }
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), json!(r.cpuset_cpus));
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), json!(r.cpuset_mems));
+    }
+    if !cpu.is_empty() {
+        out.insert("cpu".into(), Value::Object(cpu));
+    }
+    if let Some(p) = r.pids_limit {
+        out.insert("pids".into(), json!({"limit": p}));
+    }
+    let mut bio = serde_json::Map::new();
+    if r.blkio_weight > 0 {
+        bio.insert("weight".into(), json!(r.blkio_weight));
+    }
+    let devs = |l: &[crate::container::DeviceLimit], key: &str| -> Vec<Value> {
+        l.iter()
+            .map(|d| json!({"major": d.major, "minor": d.minor, key: d.value}))
+            .collect()
+    };
+    for (key, list, field) in [
+        ("weightDevice", &r.blkio_weight_device, "weight"),
+        ("throttleReadBpsDevice", &r.device_read_bps, "rate"),
+        ("throttleWriteBpsDevice", &r.device_write_bps, "rate"),
+        ("throttleReadIOPSDevice", &r.device_read_iops, "rate"),
+        ("throttleWriteIOPSDevice", &r.device_write_iops, "rate"),
+    ] {
+        if !list.is_empty() {
+            bio.insert(key.into(), json!(devs(list, field)));
+        }
+    }
+    if !bio.is_empty() {
+        out.insert("blockIO".into(), Value::Object(bio));
+    }
+    out
 }
 
 /// linux.resources.memory for the container's limits (None: no limits).
@@ -289,6 +358,7 @@ mod tests {
             memory_reservation: 7 << 20,
             memory_swappiness: Some(0),
             oom_kill_disable: true,
+            ..Default::default()
         };
         rec.host_config.oom_score_adj = -300;
         let spec = build(&rec, &id, None);
@@ -311,6 +381,52 @@ mod tests {
             .unwrap();
         assert_eq!(mem.swap(), Some(16 << 20));
         assert_eq!(mem.disable_oom_killer(), Some(true));
+    }
+
+    #[test]
+    fn cpu_pids_blkio_and_ulimits_in_the_spec() {
+        use crate::container::{DeviceLimit, Ulimit};
+        let id = Identity {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            home: "/root".into(),
+        };
+        let mut rec = ContainerRecord::default();
+        rec.host_config.resources = Resources {
+            nano_cpus: 1_500_000_000,
+            cpu_shares: 512,
+            cpuset_cpus: "1".into(),
+            pids_limit: Some(20),
+            device_write_bps: vec![DeviceLimit {
+                path: "/dev/loop9".into(),
+                major: 7,
+                minor: 9,
+                value: 1 << 20,
+            }],
+            ulimits: vec![Ulimit {
+                name: "nofile".into(),
+                soft: 100,
+                hard: 200,
+            }],
+            ..Default::default()
+        };
+        let spec = build(&rec, &id, None);
+        let r = &spec["linux"]["resources"];
+        assert_eq!(r["cpu"]["period"], 100_000);
+        assert_eq!(r["cpu"]["quota"], 150_000);
+        assert_eq!(r["cpu"]["shares"], 512);
+        assert_eq!(r["cpu"]["cpus"], "1");
+        assert_eq!(r["pids"]["limit"], 20);
+        assert_eq!(
+            r["blockIO"]["throttleWriteBpsDevice"],
+            json!([{"major": 7, "minor": 9, "rate": 1 << 20}])
+        );
+        let rl = spec["process"]["rlimits"].as_array().unwrap();
+        assert_eq!(rl.len(), 1, "{rl:?}");
+        assert_eq!(rl[0], json!({"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}));
+        // The devices rules are not part of what update sends.
+        assert!(limits(&rec.host_config.resources).get("devices").is_none());
     }
 
     #[test]

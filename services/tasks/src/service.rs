@@ -14,6 +14,7 @@ use berth_proto::tasks::v1::{
     CloseStdinRequest, CreateTaskRequest, DeleteRequest, ExecProcessRequest, ExecProcessResponse,
     KillRequest, ListTasksRequest, ListTasksResponse, OomEvent, PauseRequest, PidsRequest,
     PidsResponse, ResizePtyRequest, StartRequest, StartResponse, StateRequest, StatsRequest,
+    UpdateTaskRequest,
     Status as TaskStatus, StdinRequest, TaskState, TaskStats, WaitRequest, WaitResponse,
     WatchOomRequest,
 };
@@ -814,6 +815,29 @@ impl Tasks for TasksService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn update(
+        &self,
+        req: Request<UpdateTaskRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let r = req.into_inner();
+        let resources: oci_spec::runtime::LinuxResources =
+            serde_json::from_str(&r.resources_json).map_err(|e| {
+                Status::invalid_argument(format!("bad resources for task {}: {e}", r.id))
+            })?;
+        let (task, _) = self.running(&ns, &r.id, true)?;
+        let path = task.cgroups_path().to_string();
+        tokio::task::spawn_blocking(move || {
+            let cg = berth_runtime::cgroups::Cgroup::load(Path::new(&path))?;
+            cg.apply(&resources)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("update task: {e}")))?
+        .map_err(|e| Status::invalid_argument(format!("update of task {}: {e}", r.id)))?;
+        info!(id = %r.id, "updated the task's resources");
+        Ok(Response::new(Empty {}))
     }
 
     async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<TaskStats>, Status> {

@@ -11,7 +11,9 @@ use berth_proto::gateway::v1::{
 use chrono::Utc;
 use serde_json::json;
 
-use crate::cli::{KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs, StartArgs, StopArgs, WaitArgs};
+use crate::cli::{
+    KillArgs, LimitArgs, LogsArgs, PsArgs, RmArgs, RunArgs, StartArgs, StopArgs, WaitArgs,
+};
 use crate::ctx::{exit_code_of, is_connect_error, Ctx};
 use crate::render::{ago_unix, ps_command, ps_status, short_id, StateView};
 use crate::{eprint_err, output_format};
@@ -84,40 +86,175 @@ fn parse_int<T: std::str::FromStr>(value: &str, flag: &str) -> Result<T, String>
     })
 }
 
-/// `-m`, `--memory-swap`, `--memory-reservation`, `--memory-swappiness`,
-/// `--oom-kill-disable` and `--oom-score-adj`, parsed like docker's flags
-/// (sizes with units.RAMInBytes; `--memory-swap -1`). The limits themselves
-/// are checked by the gateway, with docker's messages.
-pub fn resource_flags(args: &RunArgs) -> Result<(Option<Resources>, i32), String> {
-    let size = |v: &Option<String>, flag: &str| -> Result<i64, String> {
-        match v.as_deref() {
-            None => Ok(0),
-            Some(s) => berth_common::units::ram_in_bytes(s).map_err(|e| flag_error(s, flag, &e)),
+/// A size flag (units.RAMInBytes); 0 when not given.
+fn size_flag(v: &Option<String>, flag: &str) -> Result<i64, String> {
+    match v.as_deref() {
+        None => Ok(0),
+        Some(s) => berth_common::units::ram_in_bytes(s).map_err(|e| flag_error(s, flag, &e)),
+    }
+}
+
+/// The limits `run`, `create` and `update` share, parsed like docker's
+/// flags (sizes with units.RAMInBytes, `--memory-swap -1`, `--cpus` as a
+/// decimal). The limits themselves are checked by the gateway, with
+/// docker's messages.
+pub fn limit_flags(l: &LimitArgs) -> Result<Resources, String> {
+    let memory = size_flag(&l.memory, "-m, --memory")?;
+    let memory_swap = match l.memory_swap.as_deref() {
+        Some("-1") => -1,
+        _ => size_flag(&l.memory_swap, "--memory-swap")?,
+    };
+    let int = |v: &Option<String>, flag: &str| -> Result<i64, String> {
+        v.as_deref().map_or(Ok(0), |s| parse_int::<i64>(s, flag))
+    };
+    let nano_cpus = match l.cpus.as_deref() {
+        None => 0,
+        Some(s) => {
+            let x: f64 = s.parse().ok().filter(|x: &f64| x.is_finite()).ok_or_else(|| {
+                flag_error(s, "--cpus", &format!("failed to parse {s} as a rational number"))
+            })?;
+            (x * 1e9).round() as i64
         }
     };
-    let memory = size(&args.memory, "-m, --memory")?;
-    let memory_swap = match args.memory_swap.as_deref() {
-        Some("-1") => -1,
-        _ => size(&args.memory_swap, "--memory-swap")?,
+    let blkio_weight = match l.blkio_weight.as_deref() {
+        None => 0,
+        Some(s) => s.parse::<u16>().map_err(|_| {
+            flag_error(s, "--blkio-weight", &format!("strconv.ParseUint: parsing {s:?}: invalid syntax"))
+        })? as u32,
     };
-    let memory_reservation = size(&args.memory_reservation, "--memory-reservation")?;
-    let memory_swappiness = match args.memory_swappiness.as_deref() {
+    Ok(Resources {
+        memory,
+        memory_swap,
+        memory_reservation: size_flag(&l.memory_reservation, "--memory-reservation")?,
+        kernel_memory: size_flag(&l.kernel_memory, "--kernel-memory")?,
+        nano_cpus,
+        cpu_period: int(&l.cpu_period, "--cpu-period")?,
+        cpu_quota: int(&l.cpu_quota, "--cpu-quota")?,
+        cpu_shares: int(&l.cpu_shares, "-c, --cpu-shares")?,
+        cpuset_cpus: l.cpuset_cpus.clone().unwrap_or_default(),
+        cpuset_mems: l.cpuset_mems.clone().unwrap_or_default(),
+        pids_limit: match l.pids_limit.as_deref() {
+            None => None,
+            Some(s) => Some(parse_int::<i64>(s, "--pids-limit")?),
+        },
+        blkio_weight,
+        ..Default::default()
+    })
+}
+
+/// `PATH:VALUE` of the per-device flags; docker's messages.
+fn device_flag(spec: &str, flag: &str, sized: bool) -> Result<(String, u64), String> {
+    let bad = |why: String| flag_error(spec, flag, &why);
+    let Some((path, v)) = spec.rsplit_once(':') else {
+        return Err(bad(format!("bad format: {spec}")));
+    };
+    if !path.starts_with("/dev/") {
+        return Err(bad(format!("bad format for device path: {spec}")));
+    }
+    let n = if sized {
+        berth_common::units::ram_in_bytes(v).ok().filter(|n| *n >= 0).map(|n| n as u64)
+    } else {
+        v.parse::<u64>().ok()
+    };
+    let unit = if sized { "[<unit>]. Number must be a positive integer. Unit is optional and can be kb, mb, or gb" } else { ". Number must be a positive integer" };
+    n.map(|n| (path.to_string(), n)).ok_or_else(|| {
+        bad(format!(
+            "invalid rate for device: {spec}. The correct format is <device-path>:<number>{unit}"
+        ))
+    })
+}
+
+/// `--ulimit NAME=SOFT[:HARD]` (go-units ParseUlimit).
+fn ulimit_flag(spec: &str) -> Result<berth_proto::gateway::v1::Ulimit, String> {
+    let bad = |why: String| flag_error(spec, "--ulimit", &why);
+    let Some((name, v)) = spec.split_once('=') else {
+        return Err(bad(format!("invalid ulimit argument: {spec}")));
+    };
+    let (soft, hard) = v.split_once(':').unwrap_or((v, v));
+    let num = |x: &str, which: &str| {
+        x.parse::<i64>()
+            .map_err(|_| bad(format!("invalid ulimit {which} value {x}")))
+    };
+    Ok(berth_proto::gateway::v1::Ulimit {
+        name: name.to_string(),
+        soft: num(soft, "soft")?,
+        hard: num(hard, "hard")?,
+    })
+}
+
+/// All of `run`/`create`'s resource flags: the shared limits, memory
+/// swappiness, the OOM flags, per-device block I/O and ulimits. Returns the
+/// resources (None when no flag was given) and the OOM score.
+pub fn resource_flags(args: &RunArgs) -> Result<(Option<Resources>, i32), String> {
+    let mut r = limit_flags(&args.limits)?;
+    r.memory_swappiness = match args.memory_swappiness.as_deref() {
         None => None,
         Some(v) => Some(parse_int::<i64>(v, "--memory-swappiness")?).filter(|s| *s != -1),
     };
+    r.oom_kill_disable = args.oom_kill_disable.then_some(true);
+    for d in &args.blkio_weight_device {
+        let (path, w) = device_flag(d, "--blkio-weight-device", false)?;
+        r.blkio_weight_device.push(berth_proto::gateway::v1::WeightDevice {
+            path,
+            weight: w as u32,
+        });
+    }
+    for (list, flag, sized, out) in [
+        (&args.device_read_bps, "--device-read-bps", true, &mut r.device_read_bps),
+        (&args.device_write_bps, "--device-write-bps", true, &mut r.device_write_bps),
+        (&args.device_read_iops, "--device-read-iops", false, &mut r.device_read_iops),
+        (&args.device_write_iops, "--device-write-iops", false, &mut r.device_write_iops),
+    ] {
+        for d in list {
+            let (path, rate) = device_flag(d, flag, sized)?;
+            out.push(berth_proto::gateway::v1::ThrottleDevice { path, rate });
+        }
+    }
+    for u in &args.ulimit {
+        r.ulimits.push(ulimit_flag(u)?);
+    }
     let oom_score_adj = match args.oom_score_adj.as_deref() {
         None => 0,
         Some(v) => parse_int::<i32>(v, "--oom-score-adj")?,
     };
-    let r = Resources {
-        memory,
-        memory_swap,
-        memory_reservation,
-        memory_swappiness,
-        oom_kill_disable: args.oom_kill_disable.then_some(true),
-    };
     let any = r != Resources::default();
     Ok((any.then_some(r), oom_score_adj))
+}
+
+/// `berth update`.
+pub async fn update(ctx: &Ctx, args: crate::cli::UpdateArgs) -> i32 {
+    let resources = match limit_flags(&args.limits) {
+        Ok(r) => r,
+        Err(e) => {
+            eprint_err(&format!("berth: {e}\nSee 'berth update --help'."));
+            return 125;
+        }
+    };
+    if resources == Resources::default() && args.restart.is_none() {
+        eprint_err("You must provide one or more flags when using this command.");
+        return 1;
+    }
+    let mut failed = false;
+    for c in &args.containers {
+        let req = berth_proto::gateway::v1::UpdateContainerRequest {
+            id: c.clone(),
+            resources: Some(resources.clone()),
+            restart_policy: args.restart.clone().unwrap_or_default(),
+        };
+        match ctx.containers().update(ctx.req(req)).await {
+            Ok(r) => {
+                for w in r.into_inner().warnings {
+                    eprint_err(&format!("WARNING: {w}"));
+                }
+                crate::outln(c);
+            }
+            Err(s) => {
+                eprint_err(&ctx.describe(&s));
+                failed = true;
+            }
+        }
+    }
+    i32::from(failed)
 }
 
 /// The Create request for `run`/`create` flags.

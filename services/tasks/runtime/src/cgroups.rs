@@ -327,8 +327,81 @@ impl Cgroup {
                 })?;
             }
         }
+        if let Some(b) = r.block_io() {
+            self.apply_block_io(b)?;
+        }
         if let Some(unified) = r.unified().as_ref().filter(|u| !u.is_empty()) {
             self.apply_unified(unified)?;
+        }
+        Ok(())
+    }
+
+    /// Block I/O: weights and throttles. v1: blkio.weight,
+    /// blkio.weight_device and blkio.throttle.{read,write}_{bps,iops}_device;
+    /// v2: io.weight (default and per device) and io.max. A zero throttle
+    /// removes the device's limit (v1 writes 0, v2 "max").
+    fn apply_block_io(&self, b: &oci_spec::runtime::LinuxBlockIo) -> Result<()> {
+        let v2 = self.inner.v2();
+        let dir = if v2 {
+            self.dirs().into_iter().next().map(|(_, d)| d)
+        } else {
+            self.dir("blkio")
+        };
+        let any = b.weight().is_some()
+            || b.weight_device().as_ref().is_some_and(|v| !v.is_empty())
+            || [
+                b.throttle_read_bps_device(),
+                b.throttle_write_bps_device(),
+                b.throttle_read_iops_device(),
+                b.throttle_write_iops_device(),
+            ]
+            .iter()
+            .any(|t| t.as_ref().is_some_and(|v| !v.is_empty()));
+        if !any {
+            return Ok(());
+        }
+        let Some(dir) = dir else {
+            return Err(Error::Spec(
+                "block I/O limits need the blkio (v1) or io (v2) controller".into(),
+            ));
+        };
+        let write = |file: &str, value: String| -> Result<()> {
+            std::fs::write(dir.join(file), &value).map_err(|e| {
+                Error::os(format!("write {value:?} to {}", dir.join(file).display()), e)
+            })
+        };
+        if let Some(w) = b.weight() {
+            if v2 {
+                write("io.weight", format!("default {w}"))?;
+            } else {
+                write("blkio.weight", w.to_string())?;
+            }
+        }
+        for d in b.weight_device().iter().flatten() {
+            if let Some(w) = d.weight() {
+                let f = if v2 { "io.weight" } else { "blkio.weight_device" };
+                write(f, format!("{}:{} {w}", d.major(), d.minor()))?;
+            }
+        }
+        let throttles = [
+            (b.throttle_read_bps_device(), "read_bps_device", "rbps"),
+            (b.throttle_write_bps_device(), "write_bps_device", "wbps"),
+            (b.throttle_read_iops_device(), "read_iops_device", "riops"),
+            (b.throttle_write_iops_device(), "write_iops_device", "wiops"),
+        ];
+        for (list, v1_file, v2_key) in throttles {
+            for d in list.iter().flatten() {
+                let rate = d.rate();
+                if v2 {
+                    let v = if rate == 0 { "max".to_string() } else { rate.to_string() };
+                    write("io.max", format!("{}:{} {v2_key}={v}", d.major(), d.minor()))?;
+                } else {
+                    write(
+                        &format!("blkio.throttle.{v1_file}"),
+                        format!("{}:{} {rate}", d.major(), d.minor()),
+                    )?;
+                }
+            }
         }
         Ok(())
     }
