@@ -58,6 +58,25 @@ impl System for SystemApi {
         if !pure_v2 && !mem.oom_kill_disable {
             warnings.push("No oom kill disable support".to_string());
         }
+        // docker's info warnings for the rest of its SysInfo.
+        let cpu = crate::resources::CpuIoInfo::detect();
+        for (ok, what) in [
+            (cpu.cfs, "No cpu cfs quota support"),
+            (cpu.cfs, "No cpu cfs period support"),
+            (cpu.shares, "No cpu shares support"),
+            (cpu.cpuset, "No cpuset support"),
+            (cpu.pids, "No pids limit support"),
+            (cpu.blkio_weight, "No blkio weight support"),
+            (cpu.blkio_weight_device, "No blkio weight_device support"),
+            (cpu.blkio_throttle, "No blkio throttle.read_bps_device support"),
+            (cpu.blkio_throttle, "No blkio throttle.write_bps_device support"),
+            (cpu.blkio_throttle, "No blkio throttle.read_iops_device support"),
+            (cpu.blkio_throttle, "No blkio throttle.write_iops_device support"),
+        ] {
+            if !ok {
+                warnings.push(what.to_string());
+            }
+        }
         let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
         let pretty = os_release
             .lines()
