@@ -300,7 +300,7 @@ impl ContainerRecord {
                 "KernelMemory": hc.resources.kernel_memory,
                 "Ulimits": or_null(
                     json!(hc.resources.ulimits.iter()
-                        .map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard}))
+                        .map(|u| json!({"Name": u.name, "Hard": u.hard, "Soft": u.soft}))
                         .collect::<Vec<_>>()),
                     hc.resources.ulimits.is_empty(),
                 ),

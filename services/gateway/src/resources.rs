@@ -89,9 +89,6 @@ fn v2_child_has(root: &Path, name: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The mount point of the v1 memory hierarchy, from mountinfo.
-
-
 /// Checks a create's limits like docker, in docker's order and with its
 /// messages, drops what the host cannot do (with docker's warnings) and
 /// fills docker's defaults (memory+swap twice the memory).
@@ -256,9 +253,8 @@ impl CpuIoInfo {
             };
         }
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let file = |ctl: &str, f: &str| {
-            v1_mount(&mountinfo, ctl).is_some_and(|d| d.join(f).exists())
-        };
+        let file =
+            |ctl: &str, f: &str| v1_mount(&mountinfo, ctl).is_some_and(|d| d.join(f).exists());
         CpuIoInfo {
             cpus,
             mems,
@@ -317,8 +313,21 @@ const MIN_CPU_SHARES: i64 = 2;
 const MAX_CPU_SHARES: i64 = 262_144;
 /// The rlimits docker's --ulimit takes.
 const ULIMITS: [&str; 15] = [
-    "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
-    "rss", "rtprio", "rttime", "sigpending", "stack",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
 ];
 
 /// The CPU, pids, block I/O and ulimit part of [`check`]: docker's checks
@@ -345,7 +354,9 @@ pub fn check_cpu_io(
     }
     let (mut period, mut quota, mut nano) = (req.cpu_period, req.cpu_quota, req.nano_cpus);
     if (period != 0 || quota != 0 || nano != 0) && !host.cfs {
-        warnings.push("Your kernel does not support CPU CFS scheduler. CPU period/quota discarded.".into());
+        warnings.push(
+            "Your kernel does not support CPU CFS scheduler. CPU period/quota discarded.".into(),
+        );
         (period, quota, nano) = (0, 0, 0);
     }
     if period != 0 && !(1000..=1_000_000).contains(&period) {
@@ -358,7 +369,9 @@ pub fn check_cpu_io(
         return Err("CPU cfs quota can not be less than 1ms (i.e. 1000)".into());
     }
     if quota < -1 {
-        return Err(format!("invalid CPU quota {quota}: -1 (unlimited) or at least 1000"));
+        return Err(format!(
+            "invalid CPU quota {quota}: -1 (unlimited) or at least 1000"
+        ));
     }
     let mut shares = req.cpu_shares;
     if shares < 0 {
@@ -375,7 +388,10 @@ pub fn check_cpu_io(
     }
     let (mut cpuset_cpus, mut cpuset_mems) = (req.cpuset_cpus.clone(), req.cpuset_mems.clone());
     if (!cpuset_cpus.is_empty() || !cpuset_mems.is_empty()) && !host.cpuset {
-        warnings.push("Your kernel does not support cpuset or the cgroup is not mounted. Cpuset discarded.".into());
+        warnings.push(
+            "Your kernel does not support cpuset or the cgroup is not mounted. Cpuset discarded."
+                .into(),
+        );
         cpuset_cpus.clear();
         cpuset_mems.clear();
     }
@@ -415,9 +431,14 @@ pub fn check_cpu_io(
         weight = 0;
     }
     let mut weight_devices = devices(
-        req.blkio_weight_device.iter().map(|d| (d.path.as_str(), d.weight as u64)),
+        req.blkio_weight_device
+            .iter()
+            .map(|d| (d.path.as_str(), d.weight as u64)),
     )?;
-    if let Some(d) = weight_devices.iter().find(|d| !(10..=1000).contains(&d.value)) {
+    if let Some(d) = weight_devices
+        .iter()
+        .find(|d| !(10..=1000).contains(&d.value))
+    {
         return Err(format!(
             "invalid weight for device: {}:{} (the range is 10 to 1000)",
             d.path, d.value
@@ -439,7 +460,12 @@ pub fn check_cpu_io(
         .any(|l| !l.is_empty());
     if any_throttle && !host.blkio_throttle {
         warnings.push("Your kernel does not support IOPS/BPS Block I/O throttling or the cgroup is not mounted. Throttling discarded.".into());
-        for l in [&mut read_bps, &mut write_bps, &mut read_iops, &mut write_iops] {
+        for l in [
+            &mut read_bps,
+            &mut write_bps,
+            &mut read_iops,
+            &mut write_iops,
+        ] {
             l.clear();
         }
     }
@@ -452,7 +478,10 @@ pub fn check_cpu_io(
             return Err(format!("invalid ulimit type: {}", u.name));
         }
         if u.soft < -1 || u.hard < -1 {
-            return Err(format!("invalid ulimit value for {}: -1 (unlimited) or a count", u.name));
+            return Err(format!(
+                "invalid ulimit value for {}: -1 (unlimited) or a count",
+                u.name
+            ));
         }
         let unl = |v: i64| if v == -1 { i64::MAX } else { v };
         if unl(u.soft) > unl(u.hard) {
@@ -487,9 +516,7 @@ pub fn check_cpu_io(
 }
 
 /// Looks up block devices by path: (path, value) → device limits.
-fn devices<'a>(
-    list: impl Iterator<Item = (&'a str, u64)>,
-) -> Result<Vec<DeviceLimit>, String> {
+fn devices<'a>(list: impl Iterator<Item = (&'a str, u64)>) -> Result<Vec<DeviceLimit>, String> {
     let mut out = Vec::new();
     for (path, value) in list {
         let st = nix::sys::stat::stat(path).map_err(|e| {
@@ -623,10 +650,14 @@ impl crate::Inner {
         use crate::error::Error;
         let rec = self.find(ns, &req.id)?;
         let u = req.resources.clone().unwrap_or_default();
-        let merged = merge_update(&rec.host_config.resources, &u).map_err(Error::InvalidArgument)?;
-        let (mut new, mut warnings) =
-            check(Some(&merged), rec.host_config.oom_score_adj, &MemoryInfo::detect())
-                .map_err(Error::InvalidArgument)?;
+        let merged =
+            merge_update(&rec.host_config.resources, &u).map_err(Error::InvalidArgument)?;
+        let (mut new, mut warnings) = check(
+            Some(&merged),
+            rec.host_config.oom_score_adj,
+            &MemoryInfo::detect(),
+        )
+        .map_err(Error::InvalidArgument)?;
         check_cpu_io(Some(&merged), &CpuIoInfo::detect(), &mut new, &mut warnings)
             .map_err(Error::InvalidArgument)?;
         let restart = if req.restart_policy.is_empty() {
@@ -878,41 +909,77 @@ mod tests {
     fn cpu_pids_blkio_and_ulimits() {
         use berth_proto::gateway::v1::{ThrottleDevice, Ulimit as U};
         assert_eq!(
-            cpu_err(ApiResources { nano_cpus: 3_000_000_000, ..Default::default() }),
+            cpu_err(ApiResources {
+                nano_cpus: 3_000_000_000,
+                ..Default::default()
+            }),
             "Range of CPUs is from 0.01 to 2.00, as there are only 2 CPUs available"
         );
-        assert!(cpu_err(ApiResources { nano_cpus: 1, cpu_period: 1000, ..Default::default() })
-            .contains("Nano CPUs and CPU Period"));
-        assert!(cpu_err(ApiResources { cpu_period: 999, ..Default::default() })
-            .contains("CPU cfs period can not be less than 1ms"));
-        assert!(cpu_err(ApiResources { cpu_quota: 5, ..Default::default() })
-            .contains("CPU cfs quota can not be less than 1ms"));
+        assert!(cpu_err(ApiResources {
+            nano_cpus: 1,
+            cpu_period: 1000,
+            ..Default::default()
+        })
+        .contains("Nano CPUs and CPU Period"));
+        assert!(cpu_err(ApiResources {
+            cpu_period: 999,
+            ..Default::default()
+        })
+        .contains("CPU cfs period can not be less than 1ms"));
+        assert!(cpu_err(ApiResources {
+            cpu_quota: 5,
+            ..Default::default()
+        })
+        .contains("CPU cfs quota can not be less than 1ms"));
         assert_eq!(
-            cpu_err(ApiResources { cpuset_cpus: "0-3".into(), ..Default::default() }),
+            cpu_err(ApiResources {
+                cpuset_cpus: "0-3".into(),
+                ..Default::default()
+            }),
             "Requested CPUs are not available - requested 0-3, available: 0-1"
         );
         assert_eq!(
-            cpu_err(ApiResources { cpuset_cpus: "x".into(), ..Default::default() }),
+            cpu_err(ApiResources {
+                cpuset_cpus: "x".into(),
+                ..Default::default()
+            }),
             "Invalid value x for cpuset cpus"
         );
-        assert!(cpu_err(ApiResources { cpuset_mems: "1".into(), ..Default::default() })
-            .contains("Requested memory nodes are not available"));
+        assert!(cpu_err(ApiResources {
+            cpuset_mems: "1".into(),
+            ..Default::default()
+        })
+        .contains("Requested memory nodes are not available"));
         assert_eq!(
-            cpu_err(ApiResources { blkio_weight: 5, ..Default::default() }),
+            cpu_err(ApiResources {
+                blkio_weight: 5,
+                ..Default::default()
+            }),
             "Range of blkio weight is from 10 to 1000"
         );
         assert!(cpu_err(ApiResources {
-            device_read_bps: vec![ThrottleDevice { path: "/dev/null".into(), rate: 1 }],
+            device_read_bps: vec![ThrottleDevice {
+                path: "/dev/null".into(),
+                rate: 1
+            }],
             ..Default::default()
         })
         .contains("/dev/null is not a block device"));
         assert!(cpu_err(ApiResources {
-            ulimits: vec![U { name: "bogus".into(), soft: 1, hard: 1 }],
+            ulimits: vec![U {
+                name: "bogus".into(),
+                soft: 1,
+                hard: 1
+            }],
             ..Default::default()
         })
         .contains("invalid ulimit type: bogus"));
         assert!(cpu_err(ApiResources {
-            ulimits: vec![U { name: "nofile".into(), soft: 10, hard: 5 }],
+            ulimits: vec![U {
+                name: "nofile".into(),
+                soft: 10,
+                hard: 5
+            }],
             ..Default::default()
         })
         .contains("soft limit must be less than or equal to hard limit: 10 > 5"));
@@ -927,12 +994,21 @@ mod tests {
             ..Default::default()
         };
         check_cpu_io(Some(&r), &CpuIoInfo::all(), &mut out, &mut w).unwrap();
-        assert_eq!((out.cpu_shares, out.pids_limit, out.cpuset_cpus.as_str()), (2, None, "1"));
+        assert_eq!(
+            (out.cpu_shares, out.pids_limit, out.cpuset_cpus.as_str()),
+            (2, None, "1")
+        );
         assert!(w[0].contains("kernel memory limit is deprecated"), "{w:?}");
         // A host without the blkio weight file: discarded with docker's warning.
-        let host = CpuIoInfo { blkio_weight: false, ..CpuIoInfo::all() };
+        let host = CpuIoInfo {
+            blkio_weight: false,
+            ..CpuIoInfo::all()
+        };
         let mut w = Vec::new();
-        let r = ApiResources { blkio_weight: 300, ..Default::default() };
+        let r = ApiResources {
+            blkio_weight: 300,
+            ..Default::default()
+        };
         check_cpu_io(Some(&r), &host, &mut out, &mut w).unwrap();
         assert_eq!(out.blkio_weight, 0);
         assert!(w[0].contains("does not support Block I/O weight"), "{w:?}");

@@ -424,7 +424,10 @@ mod tests {
         );
         let rl = spec["process"]["rlimits"].as_array().unwrap();
         assert_eq!(rl.len(), 1, "{rl:?}");
-        assert_eq!(rl[0], json!({"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}));
+        assert_eq!(
+            rl[0],
+            json!({"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200})
+        );
         // The devices rules are not part of what update sends.
         assert!(limits(&rec.host_config.resources).get("devices").is_none());
     }

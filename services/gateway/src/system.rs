@@ -68,10 +68,22 @@ impl System for SystemApi {
             (cpu.pids, "No pids limit support"),
             (cpu.blkio_weight, "No blkio weight support"),
             (cpu.blkio_weight_device, "No blkio weight_device support"),
-            (cpu.blkio_throttle, "No blkio throttle.read_bps_device support"),
-            (cpu.blkio_throttle, "No blkio throttle.write_bps_device support"),
-            (cpu.blkio_throttle, "No blkio throttle.read_iops_device support"),
-            (cpu.blkio_throttle, "No blkio throttle.write_iops_device support"),
+            (
+                cpu.blkio_throttle,
+                "No blkio throttle.read_bps_device support",
+            ),
+            (
+                cpu.blkio_throttle,
+                "No blkio throttle.write_bps_device support",
+            ),
+            (
+                cpu.blkio_throttle,
+                "No blkio throttle.read_iops_device support",
+            ),
+            (
+                cpu.blkio_throttle,
+                "No blkio throttle.write_iops_device support",
+            ),
         ] {
             if !ok {
                 warnings.push(what.to_string());

@@ -14,9 +14,8 @@ use berth_proto::tasks::v1::{
     CloseStdinRequest, CreateTaskRequest, DeleteRequest, ExecProcessRequest, ExecProcessResponse,
     KillRequest, ListTasksRequest, ListTasksResponse, OomEvent, PauseRequest, PidsRequest,
     PidsResponse, ResizePtyRequest, StartRequest, StartResponse, StateRequest, StatsRequest,
-    UpdateTaskRequest,
-    Status as TaskStatus, StdinRequest, TaskState, TaskStats, WaitRequest, WaitResponse,
-    WatchOomRequest,
+    Status as TaskStatus, StdinRequest, TaskState, TaskStats, UpdateTaskRequest, WaitRequest,
+    WaitResponse, WatchOomRequest,
 };
 use berth_proto::types::v1::Empty;
 use serde::Serialize;
@@ -817,14 +816,11 @@ impl Tasks for TasksService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn update(
-        &self,
-        req: Request<UpdateTaskRequest>,
-    ) -> Result<Response<Empty>, Status> {
+    async fn update(&self, req: Request<UpdateTaskRequest>) -> Result<Response<Empty>, Status> {
         let ns = berth_common::namespace_of(&req)?;
         let r = req.into_inner();
-        let resources: oci_spec::runtime::LinuxResources =
-            serde_json::from_str(&r.resources_json).map_err(|e| {
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_str(&r.resources_json)
+            .map_err(|e| {
                 Status::invalid_argument(format!("bad resources for task {}: {e}", r.id))
             })?;
         let (task, _) = self.running(&ns, &r.id, true)?;

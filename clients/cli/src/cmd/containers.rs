@@ -110,16 +110,28 @@ pub fn limit_flags(l: &LimitArgs) -> Result<Resources, String> {
     let nano_cpus = match l.cpus.as_deref() {
         None => 0,
         Some(s) => {
-            let x: f64 = s.parse().ok().filter(|x: &f64| x.is_finite()).ok_or_else(|| {
-                flag_error(s, "--cpus", &format!("failed to parse {s} as a rational number"))
-            })?;
+            let x: f64 = s
+                .parse()
+                .ok()
+                .filter(|x: &f64| x.is_finite())
+                .ok_or_else(|| {
+                    flag_error(
+                        s,
+                        "--cpus",
+                        &format!("failed to parse {s} as a rational number"),
+                    )
+                })?;
             (x * 1e9).round() as i64
         }
     };
     let blkio_weight = match l.blkio_weight.as_deref() {
         None => 0,
         Some(s) => s.parse::<u16>().map_err(|_| {
-            flag_error(s, "--blkio-weight", &format!("strconv.ParseUint: parsing {s:?}: invalid syntax"))
+            flag_error(
+                s,
+                "--blkio-weight",
+                &format!("strconv.ParseUint: parsing {s:?}: invalid syntax"),
+            )
         })? as u32,
     };
     Ok(Resources {
@@ -152,11 +164,18 @@ fn device_flag(spec: &str, flag: &str, sized: bool) -> Result<(String, u64), Str
         return Err(bad(format!("bad format for device path: {spec}")));
     }
     let n = if sized {
-        berth_common::units::ram_in_bytes(v).ok().filter(|n| *n >= 0).map(|n| n as u64)
+        berth_common::units::ram_in_bytes(v)
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(|n| n as u64)
     } else {
         v.parse::<u64>().ok()
     };
-    let unit = if sized { "[<unit>]. Number must be a positive integer. Unit is optional and can be kb, mb, or gb" } else { ". Number must be a positive integer" };
+    let unit = if sized {
+        "[<unit>]. Number must be a positive integer. Unit is optional and can be kb, mb, or gb"
+    } else {
+        ". Number must be a positive integer"
+    };
     n.map(|n| (path.to_string(), n)).ok_or_else(|| {
         bad(format!(
             "invalid rate for device: {spec}. The correct format is <device-path>:<number>{unit}"
@@ -194,16 +213,37 @@ pub fn resource_flags(args: &RunArgs) -> Result<(Option<Resources>, i32), String
     r.oom_kill_disable = args.oom_kill_disable.then_some(true);
     for d in &args.blkio_weight_device {
         let (path, w) = device_flag(d, "--blkio-weight-device", false)?;
-        r.blkio_weight_device.push(berth_proto::gateway::v1::WeightDevice {
-            path,
-            weight: w as u32,
-        });
+        r.blkio_weight_device
+            .push(berth_proto::gateway::v1::WeightDevice {
+                path,
+                weight: w as u32,
+            });
     }
     for (list, flag, sized, out) in [
-        (&args.device_read_bps, "--device-read-bps", true, &mut r.device_read_bps),
-        (&args.device_write_bps, "--device-write-bps", true, &mut r.device_write_bps),
-        (&args.device_read_iops, "--device-read-iops", false, &mut r.device_read_iops),
-        (&args.device_write_iops, "--device-write-iops", false, &mut r.device_write_iops),
+        (
+            &args.device_read_bps,
+            "--device-read-bps",
+            true,
+            &mut r.device_read_bps,
+        ),
+        (
+            &args.device_write_bps,
+            "--device-write-bps",
+            true,
+            &mut r.device_write_bps,
+        ),
+        (
+            &args.device_read_iops,
+            "--device-read-iops",
+            false,
+            &mut r.device_read_iops,
+        ),
+        (
+            &args.device_write_iops,
+            "--device-write-iops",
+            false,
+            &mut r.device_write_iops,
+        ),
     ] {
         for d in list {
             let (path, rate) = device_flag(d, flag, sized)?;

@@ -367,7 +367,10 @@ impl Cgroup {
         };
         let write = |file: &str, value: String| -> Result<()> {
             std::fs::write(dir.join(file), &value).map_err(|e| {
-                Error::os(format!("write {value:?} to {}", dir.join(file).display()), e)
+                Error::os(
+                    format!("write {value:?} to {}", dir.join(file).display()),
+                    e,
+                )
             })
         };
         if let Some(w) = b.weight() {
@@ -379,7 +382,11 @@ impl Cgroup {
         }
         for d in b.weight_device().iter().flatten() {
             if let Some(w) = d.weight() {
-                let f = if v2 { "io.weight" } else { "blkio.weight_device" };
+                let f = if v2 {
+                    "io.weight"
+                } else {
+                    "blkio.weight_device"
+                };
                 write(f, format!("{}:{} {w}", d.major(), d.minor()))?;
             }
         }
@@ -393,8 +400,15 @@ impl Cgroup {
             for d in list.iter().flatten() {
                 let rate = d.rate();
                 if v2 {
-                    let v = if rate == 0 { "max".to_string() } else { rate.to_string() };
-                    write("io.max", format!("{}:{} {v2_key}={v}", d.major(), d.minor()))?;
+                    let v = if rate == 0 {
+                        "max".to_string()
+                    } else {
+                        rate.to_string()
+                    };
+                    write(
+                        "io.max",
+                        format!("{}:{} {v2_key}={v}", d.major(), d.minor()),
+                    )?;
                 } else {
                     write(
                         &format!("blkio.throttle.{v1_file}"),

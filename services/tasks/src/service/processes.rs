@@ -46,7 +46,12 @@ fn u16_size(v: u32) -> u16 {
 impl TasksService {
     /// The task, which must be running (not paused when `allow_paused` is
     /// false), and its init pid.
-    pub(super) fn running(&self, ns: &str, id: &str, allow_paused: bool) -> Result<(Arc<Task>, u32), Error> {
+    pub(super) fn running(
+        &self,
+        ns: &str,
+        id: &str,
+        allow_paused: bool,
+    ) -> Result<(Arc<Task>, u32), Error> {
         let task = self.get(ns, id)?;
         let (status, pid) = {
             let inner = task.inner.lock().unwrap();
