@@ -359,6 +359,11 @@ fn update_memory_of_a_running_container() {
         .ok(),
         format!("{} {}\n", 96u64 << 20, 256u64 << 20)
     );
+    // stats shows the new limit.
+    let usage = s
+        .berth(&["stats", "--no-stream", "--format", "{{.MemUsage}}", "mm"])
+        .ok();
+    assert!(usage.trim_end().ends_with("/ 96MiB"), "{usage}");
     // A smaller limit bites at once: allocating past it is OOM-killed.
     s.berth(&["update", "-m", "16m", "--memory-swap", "16m", "mm"])
         .ok();
