@@ -340,14 +340,18 @@ mod tests {
         std::fs::remove_dir_all(d).unwrap();
     }
 
-    #[test]
-    fn memory_limits_in_the_spec() {
-        let id = Identity {
+    fn root_identity() -> Identity {
+        Identity {
             uid: 0,
             gid: 0,
             additional_gids: vec![],
             home: "/root".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn memory_limits_in_the_spec() {
+        let id = root_identity();
         let mut rec = ContainerRecord::default();
         let spec = build(&rec, &id, None);
         assert!(spec["linux"]["resources"].get("memory").is_none());
@@ -386,12 +390,7 @@ mod tests {
     #[test]
     fn cpu_pids_blkio_and_ulimits_in_the_spec() {
         use crate::container::{DeviceLimit, Ulimit};
-        let id = Identity {
-            uid: 0,
-            gid: 0,
-            additional_gids: vec![],
-            home: "/root".into(),
-        };
+        let id = root_identity();
         let mut rec = ContainerRecord::default();
         rec.host_config.resources = Resources {
             nano_cpus: 1_500_000_000,
