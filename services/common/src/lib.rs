@@ -9,6 +9,10 @@ pub mod telemetry;
 pub mod time;
 pub mod units;
 
+/// Label of an active snapshot whose work cannot outlive berth-snapshots
+/// (a layer unpacked while it streams in): removed when the service starts.
+pub const SNAPSHOT_EPHEMERAL_LABEL: &str = "berth.io/ephemeral";
+
 pub use grpc::{
     connect_unix, namespace_of, request, unix_incoming, DEFAULT_NAMESPACE, EXIT_CODE_KEY,
     NAMESPACE_KEY,

@@ -533,7 +533,13 @@ impl Inner {
                 PrepareRequest {
                     key: key.clone(),
                     parent: String::new(),
-                    labels: Default::default(),
+                    // Removed by berth-snapshots if it restarts mid-pull
+                    // (a daemon crash): the stream is lost then anyway.
+                    labels: [(
+                        berth_common::SNAPSHOT_EPHEMERAL_LABEL.to_string(),
+                        "pull".to_string(),
+                    )]
+                    .into(),
                 },
             ))
             .await

@@ -168,6 +168,24 @@ impl Store {
         Ok(out)
     }
 
+    /// (namespace, key) of the active snapshots labelled `label`, in every
+    /// namespace.
+    pub fn active_labelled(&self, label: &str) -> Result<Vec<(String, String)>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SNAPSHOTS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let rec = decode(k.value(), v.value())?;
+            if rec.kind == Kind::Active && rec.labels.contains_key(label) {
+                if let Some((ns, key)) = k.value().split_once('/') {
+                    out.push((ns.to_string(), key.to_string()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every directory id referenced by any namespace.
     pub fn all_ids(&self) -> Result<HashSet<u64>> {
         let tx = self.db.begin_read()?;

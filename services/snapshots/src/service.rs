@@ -394,14 +394,25 @@ impl SnapshotsService {
                     .map_err(|err| Error::io(format!("removing {}", e.path().display()), err))?;
             }
         }
-        Ok(SnapshotsService {
+        let svc = SnapshotsService {
             inner: Arc::new(Inner {
                 store,
                 dirs,
                 content,
                 applying: Mutex::new(HashSet::new()),
             }),
-        })
+        };
+        // Unpacks that were streaming when this service stopped cannot go
+        // on: their clients lost the stream.
+        for (ns, key) in svc
+            .inner
+            .store
+            .active_labelled(berth_common::SNAPSHOT_EPHEMERAL_LABEL)?
+        {
+            tracing::info!(ns = %ns, key = %key, "removing an unfinished streamed unpack");
+            svc.inner.remove(&ns, &key)?;
+        }
+        Ok(svc)
     }
 
     /// Runs `f` on the blocking pool (redb commits fsync, file trees are

@@ -613,3 +613,43 @@ async fn digest_verified_skips_only_the_stream_blob_hash() {
     assert!(e.message().contains(&other), "{}", e.message());
     assert_eq!(entries(&fs), 0);
 }
+
+/// An unpack that was streaming when the service stopped is removed when it
+/// starts again (its client lost the stream); other snapshots stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_unpacks_are_removed_at_start() {
+    let mut env = Env::new().await;
+    let tar = Tar::new().file("f", 0o644, b"x").bytes();
+    let blob = gzip(&tar);
+    let mut c = env.client();
+    let s = env.s();
+    s.prepare(req(PrepareRequest {
+        key: "extract-1".into(),
+        parent: String::new(),
+        labels: [(
+            berth_common::SNAPSHOT_EPHEMERAL_LABEL.to_string(),
+            "pull".into(),
+        )]
+        .into(),
+    }))
+    .await
+    .unwrap();
+    prepare(s, "keep", "").await;
+    stream_blob(&mut c, "keep", desc(&sha(&blob), blob.len()), &blob)
+        .await
+        .unwrap();
+    commit_onto(s, "kept-layer", "keep", "").await.unwrap();
+    assert!(stat(s, "extract-1").await.is_ok());
+    env.reopen().await;
+    let s = env.s();
+    let e = stat(s, "extract-1").await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(
+        stat(s, "kept-layer").await.unwrap().kind,
+        Kind::Committed as i32
+    );
+    let dirs = std::fs::read_dir(env.dir.path().join("root/snapshots/snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(dirs, 1, "the unfinished unpack's directory is gone");
+}
