@@ -208,14 +208,21 @@ fn oom_kill_of_a_child_is_reported_while_running() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The kernel's own count: the OOM killer may take more than one
+    // process of the pipeline (CI saw two kills, and two events).
+    let kills = kernel_oom_kills(&s.id_of("parent"));
+    assert!(kills >= 1, "the kernel counted no OOM kill");
     s.berth(&["kill", "parent"]).ok();
     assert_eq!(s.berth(&["wait", "parent"]).ok().trim(), "137");
     assert_eq!(inspect(&s, "{{.State.OOMKilled}}", "parent"), "true");
     let a = actions(&s, &since, "parent");
-    assert_eq!(
-        a.iter().filter(|a| *a == "oom").count(),
-        1,
-        "one kill, one oom event: {a:?}"
+    // An event per kill seen; kills close together may be seen as one
+    // (the counter is read after the notification), never more events
+    // than kills.
+    let ooms = a.iter().filter(|a| *a == "oom").count() as u64;
+    assert!(
+        (1..=kills).contains(&ooms),
+        "{ooms} oom events for {kills} kills: {a:?}"
     );
     assert_eq!(a.last().map(String::as_str), Some("die"), "{a:?}");
 
@@ -501,4 +508,18 @@ fn oom_watch_survives_a_daemon_restart() {
     assert_eq!(inspect(&s, "{{.State.OOMKilled}}", "survivor"), "true");
     assert_eq!(inspect(&s, "{{.State.Running}}", "survivor"), "true");
     s.berth(&["rm", "-f", "survivor"]).ok();
+}
+
+/// OOM kills the kernel counted in the container's memory cgroup (v1
+/// memory.oom_control, v2 memory.events).
+fn kernel_oom_kills(id: &str) -> u64 {
+    let v1 = format!("/sys/fs/cgroup/memory/berth/default/{id}/memory.oom_control");
+    let v2 = format!("/sys/fs/cgroup/berth/default/{id}/memory.events");
+    let text = std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .expect("the container's memory cgroup");
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("an oom_kill counter")
 }

@@ -10,6 +10,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+pub mod ipam;
+
 use berth_proto::network::v1::network_server::Network;
 use berth_proto::network::v1::{AttachRequest, AttachResponse, DetachRequest, DetachResponse};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
