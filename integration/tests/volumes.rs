@@ -814,12 +814,12 @@ fn bind_propagation_follows_the_host_mount() {
     std::fs::create_dir_all(&private).unwrap();
     bind_onto_itself(&private, MsFlags::MS_PRIVATE);
     let p = private.to_string_lossy().into_owned();
-    let r = s.run(&["-v", &format!("{p}:/p:rshared"), "busybox", "true"]);
+    // Shared propagation cannot work with the slave root: refused.
+    let r = s.run(&["-v", &format!("{sh}:/p:rshared"), "busybox", "true"]);
     assert_eq!(r.code, 125, "{r:?}");
     assert!(
-        r.stderr.contains(&format!(
-            "path {p} is mounted on {p} but it is not a shared mount"
-        )),
+        r.stderr
+            .contains("bind propagation rshared is not supported"),
         "{r:?}"
     );
     let r = s.run(&[
@@ -830,4 +830,55 @@ fn bind_propagation_follows_the_host_mount() {
     ]);
     assert!(r.stderr.contains("not a shared or slave mount"), "{r:?}");
     assert_eq!(s.berth(&["ps", "-aq"]).ok().lines().count(), 2);
+}
+
+#[test]
+fn a_bind_backed_volume_never_takes_the_host_files_with_it() {
+    require_root!();
+    let mut s = stack_with_busybox();
+    let host = s.dir.join("precious");
+    std::fs::create_dir_all(host.join("sub")).unwrap();
+    std::fs::write(host.join("sub/keep"), "mine\n").unwrap();
+    let h = host.to_string_lossy().into_owned();
+    let dev = format!("device={h}");
+    s.berth(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=none",
+        "--opt",
+        "o=bind",
+        "--opt",
+        &dev,
+        "bv",
+    ])
+    .ok();
+    let data = s.root.join("volumes/default/bv/_data");
+    let r = s.run(&[
+        "-v",
+        "bv:/v",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /v/sub/keep; echo new > /v/new",
+    ]);
+    assert_eq!(r.ok(), "mine\n");
+    assert_eq!(std::fs::read_to_string(host.join("new")).unwrap(), "new\n");
+    // A restart mounts it once, not once more.
+    s.kill9_and_restart();
+    assert_eq!(host_mounts_under(&data).len(), 1);
+    // A mount lost meanwhile is made again before a container uses it,
+    // rather than the container writing to the bare directory.
+    nix::mount::umount2(&data, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    let r = s.run(&["-v", "bv:/v", "busybox", "cat", "/v/sub/keep"]);
+    assert_eq!(r.ok(), "mine\n");
+    // rm takes the bind away, never the host's files.
+    assert_eq!(s.berth(&["volume", "rm", "bv"]).ok(), "bv\n");
+    assert!(host_mounts_under(&data).is_empty());
+    assert!(!s.root.join("volumes/default/bv").exists());
+    assert_eq!(
+        std::fs::read_to_string(host.join("sub/keep")).unwrap(),
+        "mine\n"
+    );
+    assert!(host.join("new").exists());
 }

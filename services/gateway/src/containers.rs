@@ -87,7 +87,7 @@ fn merge_env(base: Vec<String>, extra: &[String]) -> Vec<String> {
 const HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
 
 impl Inner {
-    fn op_lock(&self, ns: &str, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn op_lock(&self, ns: &str, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.op_locks
             .lock()
             .unwrap()
@@ -476,6 +476,11 @@ impl Inner {
         }
         if rec.state.running() {
             return Ok(());
+        }
+        // A volume whose file system failed to mount at start-up is not
+        // used as a bare directory.
+        for m in rec.mount_points.iter().filter(|m| m.kind == "volume") {
+            self.ensure_volume_mounted(ns, &m.name)?;
         }
         // Leftovers of an earlier run.
         let _ = self

@@ -437,31 +437,36 @@ pub fn plan(
     Ok(out)
 }
 
-/// Docker's check that shared or slave propagation can work: the source
-/// must be on a shared mount (or for slave, a shared or slave one) of the
-/// host, else the container would silently get a private mount.
+/// Docker's check that slave propagation can work: the source must be on a
+/// shared or slave mount of the host, else the container would silently
+/// get a private mount. Shared propagation is refused: the container's
+/// mount tree is a slave of the host's (the runtime's rslave root), so a
+/// shared bind could never pass mounts back.
 fn check_propagation(source: &str, propagation: &str) -> Result<()> {
-    let shared_only = match propagation {
-        "shared" | "rshared" => true,
-        "slave" | "rslave" => false,
+    match propagation {
+        "shared" | "rshared" => {
+            return Err(Error::InvalidArgument(format!(
+                "bind propagation {propagation} is not supported for {source}: the container's mounts are a slave of the host's (use rslave or slave)"
+            )))
+        }
+        "slave" | "rslave" => {}
         _ => return Ok(()),
-    };
+    }
     let path = std::fs::canonicalize(source)
         .map_err(|e| Error::InvalidArgument(format!("bind source path {source}: {e}")))?;
     let info = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| Error::Internal(format!("reading mountinfo: {e}")))?;
     let (mnt, fields) = mount_of(&path.to_string_lossy(), &info)
         .ok_or_else(|| Error::Internal(format!("no mount holds {source}")))?;
-    let shared = fields.iter().any(|f| f.starts_with("shared:"));
-    let slave = fields.iter().any(|f| f.starts_with("master:"));
-    if shared || (!shared_only && slave) {
+    if fields
+        .iter()
+        .any(|f| f.starts_with("shared:") || f.starts_with("master:"))
+    {
         return Ok(());
     }
-    Err(Error::InvalidArgument(if shared_only {
-        format!("path {source} is mounted on {mnt} but it is not a shared mount")
-    } else {
-        format!("path {source} is mounted on {mnt} but it is not a shared or slave mount")
-    }))
+    Err(Error::InvalidArgument(format!(
+        "path {source} is mounted on {mnt} but it is not a shared or slave mount"
+    )))
 }
 
 /// The mount point (the last, longest one in mountinfo) holding `path`,
@@ -621,6 +626,7 @@ impl Inner {
                     if new {
                         made.push(m.name.clone());
                     }
+                    self.ensure_volume_mounted(ns, &m.name)?;
                 }
                 "bind" => {
                     let p = std::path::Path::new(&m.source);

@@ -648,7 +648,14 @@ impl crate::Inner {
         req: berth_proto::gateway::v1::UpdateContainerRequest,
     ) -> crate::error::Result<Vec<String>> {
         use crate::error::Error;
-        let rec = self.find(ns, &req.id)?;
+        let id = self.find(ns, &req.id)?.id;
+        // One change of the container at a time: not beside a start (which
+        // builds the spec from the record) or another update.
+        let lock = self.op_lock(ns, &id);
+        let _guard = lock.lock().await;
+        let rec = self
+            .get(ns, &id)
+            .ok_or_else(|| Error::NotFound(format!("No such container: {}", req.id)))?;
         let u = req.resources.clone().unwrap_or_default();
         let merged =
             merge_update(&rec.host_config.resources, &u).map_err(Error::InvalidArgument)?;

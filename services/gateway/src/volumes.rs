@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use berth_proto::gateway::v1::volumes_server::Volumes;
@@ -205,6 +204,22 @@ impl Inner {
             .unwrap()
             .get(&(ns.to_string(), name.to_string()))
             .cloned()
+    }
+
+    /// A volume with a file system of its own must be mounted before a
+    /// container uses it: mounted again here when that failed at start-up
+    /// (else the container would write to the bare directory below).
+    pub(crate) fn ensure_volume_mounted(&self, ns: &str, name: &str) -> Result<()> {
+        let rec = self
+            .volume_record(ns, name)
+            .ok_or_else(|| Error::NotFound(format!("get {name}: no such volume")))?;
+        let b = backing(&rec.options)?;
+        let data = self.volume_data(ns, name);
+        if b == Backing::Dir || is_mount_point(&data) {
+            return Ok(());
+        }
+        mount_backing(&data, &b)
+            .map_err(|e| Error::FailedPrecondition(format!("volume {name} is not available: {e}")))
     }
 
     /// Creates a volume (an empty name: a random one). An existing volume
@@ -583,6 +598,12 @@ pub(crate) fn label_matches(labels: &BTreeMap<String, String>, filter: &str) -> 
 /// temporary directory in `dir`, so that it appears whole or not at all.
 fn make_volume_dir(dir: &Path, final_dir: &Path, backing: &Backing) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    // Like docker's 0701: other users cannot list or reach into volumes
+    // (setuid files in them must not be runnable from the host).
+    private_dir(dir)?;
+    if let Some(base) = dir.parent() {
+        private_dir(base)?;
+    }
     let tmp = dir.join(format!(".tmp-{}", &crate::container::new_id()[..16]));
     let made = (|| {
         let data = tmp.join("_data");
@@ -608,30 +629,71 @@ fn make_volume_dir(dir: &Path, final_dir: &Path, backing: &Backing) -> Result<()
     made
 }
 
-/// Unmounts a volume's `_data` if it is a mount, and deletes the volume.
+/// Unmounts a volume's `_data` (every mount stacked there) and deletes the
+/// volume. The deletion never crosses into a mount: a volume whose
+/// `_data` is a bind of a host directory (`o=bind`) loses the bind, never
+/// the host's files; anything still mounted below stops it with an error.
 fn remove_volume_dir(dir: &Path) -> Result<()> {
     let data = dir.join("_data");
-    if is_mount_point(&data) {
+    for _ in 0..64 {
+        if !is_mount_point(&data) {
+            break;
+        }
         nix::mount::umount2(&data, nix::mount::MntFlags::MNT_DETACH)
             .map_err(|e| Error::Internal(format!("unmount {}: {e}", data.display())))?;
     }
-    match std::fs::remove_dir_all(dir) {
+    if is_mount_point(&data) {
+        return Err(Error::Internal(format!(
+            "{} is still mounted; not removing it",
+            data.display()
+        )));
+    }
+    let mounts = mount_points();
+    match remove_tree(dir, &mounts) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::Internal(format!("remove {}: {e}", dir.display()))),
     }
 }
 
-/// Whether `path` is the root of a mount (it is on another device than its
-/// parent directory).
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o701))
+        .map_err(Error::io(format!("chmod {}", dir.display())))
+}
+
+/// The mount points of this mount namespace.
+fn mount_points() -> std::collections::HashSet<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .collect()
+}
+
+/// Deletes `path` and what is below it without following symlinks and
+/// without entering a mount point (an error names it).
+fn remove_tree(path: &Path, mounts: &std::collections::HashSet<PathBuf>) -> std::io::Result<()> {
+    let md = std::fs::symlink_metadata(path)?;
+    if !md.is_dir() {
+        return std::fs::remove_file(path);
+    }
+    if mounts.contains(path) {
+        return Err(std::io::Error::other(format!(
+            "{} is a mount point",
+            path.display()
+        )));
+    }
+    for e in std::fs::read_dir(path)? {
+        remove_tree(&e?.path(), mounts)?;
+    }
+    std::fs::remove_dir(path)
+}
+
+/// Whether `path` is a mount point of this mount namespace.
 fn is_mount_point(path: &Path) -> bool {
-    let (Ok(me), Some(Ok(parent))) = (
-        std::fs::symlink_metadata(path),
-        path.parent().map(std::fs::symlink_metadata),
-    ) else {
-        return false;
-    };
-    me.dev() != parent.dev() || me.ino() == parent.ino()
+    mount_points().contains(path)
 }
 
 /// Mounts a volume's own file system on `data`.

@@ -106,15 +106,17 @@ fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-/// Chooses a network's pool. `taken`: other networks' subnets and the
-/// host's routes (a default route, 0.0.0.0/0, is left out by the caller).
-pub fn plan_pool(req: &PoolRequest, taken: &[Ipv4Net]) -> Result<Pool> {
+/// Chooses a network's pool. `taken`: other networks' subnets; `routes`:
+/// the host's routes (a default route, 0.0.0.0/0, is left out by the
+/// caller), which only automatic choices avoid (docker lets a given subnet
+/// overlap a route).
+pub fn plan_pool(req: &PoolRequest, taken: &[Ipv4Net], routes: &[Ipv4Net]) -> Result<Pool> {
     let subnet = match req.subnet {
         Some(s) => {
             let s = s.trunc();
-            if s.prefix_len() > 30 {
+            if s.prefix_len() > 30 || s.prefix_len() < 8 {
                 return Err(IpamError::Invalid(format!(
-                    "invalid subnet {s}: it leaves no address for containers"
+                    "invalid subnet {s}: the prefix length must be 8 to 30"
                 )));
             }
             if taken.iter().any(|t| overlaps(t, &s)) {
@@ -133,7 +135,7 @@ pub fn plan_pool(req: &PoolRequest, taken: &[Ipv4Net]) -> Result<Pool> {
             }
             default_pools()
                 .into_iter()
-                .find(|p| !taken.iter().any(|t| overlaps(t, p)))
+                .find(|p| !taken.iter().chain(routes).any(|t| overlaps(t, p)))
                 .ok_or_else(|| {
                     IpamError::Exhausted(
                         "all predefined address pools have been fully subnetted".into(),
@@ -226,7 +228,7 @@ impl Ipam {
         let tx = self.db.begin_write()?;
         let pool = {
             let mut pools = tx.open_table(POOLS)?;
-            let mut taken: Vec<Ipv4Net> = host_routes.to_vec();
+            let mut taken: Vec<Ipv4Net> = Vec::new();
             for item in pools.iter()? {
                 let (k, v) = item?;
                 if k.value() == id {
@@ -236,7 +238,7 @@ impl Ipam {
                     .map_err(|e| IpamError::Store(e.to_string()))?;
                 taken.push(p.subnet);
             }
-            let pool = plan_pool(req, &taken)?;
+            let pool = plan_pool(req, &taken, host_routes)?;
             let data = serde_json::to_vec(&pool).map_err(|e| IpamError::Store(e.to_string()))?;
             pools.insert(id, data.as_slice())?;
             pool
@@ -265,21 +267,20 @@ impl Ipam {
         Ok(())
     }
 
-    fn pool(&self, id: &str) -> Result<Pool> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(POOLS)?;
-        let v = t
-            .get(id)?
-            .ok_or_else(|| IpamError::UnknownNetwork(id.to_string()))?;
-        serde_json::from_slice(v.value()).map_err(|e| IpamError::Store(e.to_string()))
-    }
-
     /// Leases an address of network `id` to `owner`: `want` (static: in the
     /// subnet, usable and free) or the next free one of the ip-range.
     pub fn allocate(&self, id: &str, owner: &str, want: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
-        let pool = self.pool(id)?;
         let tx = self.db.begin_write()?;
         let ip = {
+            // Read in the same transaction: a network removed meanwhile
+            // cannot get a lease.
+            let pool: Pool = {
+                let pools = tx.open_table(POOLS)?;
+                let v = pools
+                    .get(id)?
+                    .ok_or_else(|| IpamError::UnknownNetwork(id.to_string()))?;
+                serde_json::from_slice(v.value()).map_err(|e| IpamError::Store(e.to_string()))?
+            };
             let mut leases = tx.open_table(LEASES)?;
             let mut cursors = tx.open_table(CURSORS)?;
             let ip = match want {
@@ -295,10 +296,10 @@ impl Ipam {
                     ip
                 }
                 None => {
-                    let lo = u32::from(pool.ip_range.network());
-                    let hi = u32::from(pool.ip_range.broadcast());
+                    let lo = u32::from(pool.ip_range.network()) as u64;
+                    let hi = u32::from(pool.ip_range.broadcast()) as u64;
                     let size = hi - lo + 1;
-                    let last = cursors.get(id)?.map(|v| v.value()).unwrap_or(lo);
+                    let last = cursors.get(id)?.map(|v| v.value() as u64).unwrap_or(lo);
                     let start = if (lo..=hi).contains(&last) {
                         last - lo
                     } else {
@@ -306,7 +307,7 @@ impl Ipam {
                     };
                     let mut found = None;
                     for step in 1..=size {
-                        let cand = Ipv4Addr::from(lo + (start + step) % size);
+                        let cand = Ipv4Addr::from((lo + (start + step) % size) as u32);
                         if pool.usable(cand) && leases.get(lease_key(id, cand).as_str())?.is_none()
                         {
                             found = Some(cand);
@@ -385,21 +386,25 @@ mod tests {
 
     #[test]
     fn pools_skip_what_is_taken() {
-        let p = plan_pool(&PoolRequest::default(), &[]).unwrap();
+        let p = plan_pool(&PoolRequest::default(), &[], &[]).unwrap();
         assert_eq!(
             (p.subnet, p.gateway),
             (net("172.17.0.0/16"), ip("172.17.0.1"))
         );
-        // The host routes 172.17/16 and 172.18.5/24 (inside 172.18/16).
-        let taken = [net("172.17.0.0/16"), net("172.18.5.0/24")];
-        let p = plan_pool(&PoolRequest::default(), &taken).unwrap();
+        // A network has 172.17/16; the host routes 172.18.5/24.
+        let p = plan_pool(
+            &PoolRequest::default(),
+            &[net("172.17.0.0/16")],
+            &[net("172.18.5.0/24")],
+        )
+        .unwrap();
         assert_eq!(p.subnet, net("172.19.0.0/16"));
         // A route covering everything from 172.16/12 on: 192.168/20s next.
-        let p = plan_pool(&PoolRequest::default(), &[net("172.16.0.0/12")]).unwrap();
+        let p = plan_pool(&PoolRequest::default(), &[], &[net("172.16.0.0/12")]).unwrap();
         assert_eq!(p.subnet, net("192.168.0.0/20"));
         let all: Vec<Ipv4Net> = default_pools();
         assert!(matches!(
-            plan_pool(&PoolRequest::default(), &all),
+            plan_pool(&PoolRequest::default(), &all, &[]),
             Err(IpamError::Exhausted(_))
         ));
     }
@@ -414,28 +419,33 @@ mod tests {
         let p = plan_pool(
             &req("10.9.0.0/24", Some("10.9.0.128/25"), Some("10.9.0.254")),
             &[],
+            &[],
         )
         .unwrap();
         assert_eq!(
             (p.ip_range, p.gateway),
             (net("10.9.0.128/25"), ip("10.9.0.254"))
         );
-        let e = plan_pool(&req("10.9.0.0/24", None, None), &[net("10.9.0.0/16")]).unwrap_err();
+        let e = plan_pool(&req("10.9.0.0/24", None, None), &[net("10.9.0.0/16")], &[]).unwrap_err();
+        // A host route does not stop a given subnet (docker).
+        assert!(plan_pool(&req("10.9.0.0/24", None, None), &[], &[net("10.9.0.0/16")]).is_ok());
         assert!(
             e.to_string().contains("Pool overlaps with other one"),
             "{e}"
         );
-        let e = plan_pool(&req("10.9.0.0/24", None, Some("10.8.0.1")), &[]).unwrap_err();
+        let e = plan_pool(&req("10.9.0.0/24", None, Some("10.8.0.1")), &[], &[]).unwrap_err();
         assert_eq!(e.to_string(), "no matching subnet for gateway 10.8.0.1");
-        let e = plan_pool(&req("10.9.0.0/24", Some("10.9.1.0/25"), None), &[]).unwrap_err();
+        let e = plan_pool(&req("10.9.0.0/24", Some("10.9.1.0/25"), None), &[], &[]).unwrap_err();
         assert_eq!(e.to_string(), "no matching subnet for range 10.9.1.0/25");
-        assert!(plan_pool(&req("10.9.0.0/24", None, Some("10.9.0.255")), &[]).is_err());
-        assert!(plan_pool(&req("10.9.0.0/31", None, None), &[]).is_err());
+        assert!(plan_pool(&req("10.9.0.0/24", None, Some("10.9.0.255")), &[], &[]).is_err());
+        assert!(plan_pool(&req("10.9.0.0/31", None, None), &[], &[]).is_err());
+        assert!(plan_pool(&req("0.0.0.0/0", None, None), &[], &[]).is_err());
         let e = plan_pool(
             &PoolRequest {
                 gateway: Some(ip("10.0.0.1")),
                 ..Default::default()
             },
+            &[],
             &[],
         )
         .unwrap_err();

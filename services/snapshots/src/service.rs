@@ -410,7 +410,9 @@ impl SnapshotsService {
             .active_labelled(berth_common::SNAPSHOT_EPHEMERAL_LABEL)?
         {
             tracing::info!(ns = %ns, key = %key, "removing an unfinished streamed unpack");
-            svc.inner.remove(&ns, &key)?;
+            if let Err(e) = svc.inner.remove(&ns, &key) {
+                tracing::warn!(ns = %ns, key = %key, "cannot remove it: {e}");
+            }
         }
         Ok(svc)
     }

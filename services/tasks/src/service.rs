@@ -831,7 +831,15 @@ impl Tasks for TasksService {
         })
         .await
         .map_err(|e| Status::internal(format!("update task: {e}")))?
-        .map_err(|e| Status::invalid_argument(format!("update of task {}: {e}", r.id)))?;
+        .map_err(|e| {
+            // Gone meanwhile (its cgroup with it), or a value the kernel
+            // refused.
+            if self.running(&ns, &r.id, true).is_err() {
+                Status::failed_precondition(format!("container {} is not running", r.id))
+            } else {
+                Status::invalid_argument(format!("update of task {}: {e}", r.id))
+            }
+        })?;
         info!(id = %r.id, "updated the task's resources");
         Ok(Response::new(Empty {}))
     }

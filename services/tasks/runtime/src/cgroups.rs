@@ -373,19 +373,22 @@ impl Cgroup {
                 )
             })
         };
+        // v2 io.weight is 1..10000 (default 100): runc's conversion of the
+        // v1 10..1000 scale.
+        let v2_weight = |w: u16| 1 + (u64::from(w).saturating_sub(10)) * 9999 / 990;
         if let Some(w) = b.weight() {
             if v2 {
-                write("io.weight", format!("default {w}"))?;
+                write("io.weight", format!("default {}", v2_weight(w)))?;
             } else {
                 write("blkio.weight", w.to_string())?;
             }
         }
         for d in b.weight_device().iter().flatten() {
             if let Some(w) = d.weight() {
-                let f = if v2 {
-                    "io.weight"
+                let (f, w) = if v2 {
+                    ("io.weight", v2_weight(w))
                 } else {
-                    "blkio.weight_device"
+                    ("blkio.weight_device", u64::from(w))
                 };
                 write(f, format!("{}:{} {w}", d.major(), d.minor()))?;
             }
