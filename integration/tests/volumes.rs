@@ -882,3 +882,38 @@ fn a_bind_backed_volume_never_takes_the_host_files_with_it() {
     );
     assert!(host.join("new").exists());
 }
+
+#[test]
+fn read_only_binds_are_read_only_all_the_way_down() {
+    require_root!();
+    let s = stack_with_busybox();
+    use nix::mount::{mount, MsFlags};
+    let host = s.dir.join("rotree");
+    std::fs::create_dir_all(host.join("sub")).unwrap();
+    // A mount of its own below the bound directory (undone with the
+    // stack's directory).
+    mount(
+        Some("tmpfs"),
+        &host.join("sub"),
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let h = host.to_string_lossy().into_owned();
+    let r = s.run(&[
+        "-v",
+        &format!("{h}:/d:ro"),
+        "busybox",
+        "sh",
+        "-c",
+        "touch /d/top; echo top=$?; touch /d/sub/below; echo below=$?",
+    ]);
+    assert_eq!(r.stdout, "top=1\nbelow=1\n", "{r:?}");
+    assert!(r.stderr.contains("Read-only file system"), "{r:?}");
+    assert!(!host.join("sub/below").exists());
+    // Without :ro both are writable.
+    let r = s.run(&["-v", &format!("{h}:/d"), "busybox", "touch", "/d/sub/below"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(host.join("sub/below").exists());
+}

@@ -352,6 +352,14 @@ pub fn mount_spec_mount(root: &Root, m: &oci_spec::runtime::Mount) -> Result<()>
                 None::<&str>,
             )
             .with_ctx(|| what("remount"))?;
+            // A remount changes only the top mount of an rbind: make the
+            // mounts below read-only too (docker 25's recursive read-only).
+            if extra.contains(MsFlags::MS_RDONLY) && opts.flags.contains(MsFlags::MS_REC) {
+                let fd = root
+                    .open_in_root(dest, libc::O_PATH)
+                    .with_ctx(|| format!("open {} after mount", dest.display()))?;
+                recursive_read_only(&fd).with_ctx(|| what("make read-only below"))?;
+            }
         }
     } else {
         let data = opts.data.join(",");
@@ -388,6 +396,46 @@ pub fn mount_spec_mount(root: &Root, m: &oci_spec::runtime::Mount) -> Result<()>
         .with_ctx(|| what("set propagation of"))?;
     }
     Ok(())
+}
+
+/// mount_setattr(2) MOUNT_ATTR_RDONLY on the mount at `fd` and every mount
+/// below it. A kernel without mount_setattr (before 5.12) keeps only the
+/// top mount read-only.
+fn recursive_read_only(fd: &OwnedFd) -> nix::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const AT_RECURSIVE: libc::c_int = 0x8000;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a valid fd, an empty NUL-terminated path with AT_EMPTY_PATH,
+    // and a mount_attr of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    match nix::errno::Errno::last() {
+        nix::errno::Errno::ENOSYS => Ok(()),
+        e => Err(e),
+    }
 }
 
 /// pivot_root into `new_root` and detach the old root.
