@@ -330,6 +330,12 @@ fn binds_tmpfs_read_only_and_inspect() {
         .ok(),
         "/anon /h /ht /n \n"
     );
+    // A field of a parenthesized result, as docker users write it.
+    assert_eq!(
+        s.berth(&["inspect", "--format", "{{(index .Mounts 1).Source}}", "ins"])
+            .ok(),
+        format!("{h}\n")
+    );
 }
 
 #[test]

@@ -55,6 +55,8 @@ enum Arg {
     Ident(String),
     Lit(Value),
     Sub(Pipe),
+    /// `(pipeline).Field.Path`: a field of a parenthesized result.
+    SubField(Pipe, Vec<String>),
 }
 
 impl Clone for Cmd {
@@ -68,6 +70,8 @@ impl Clone for Cmd {
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     Field(Vec<String>),
+    /// A field path right after `)`: `(index .Mounts 0).Source`.
+    FieldOf(Vec<String>),
     Var(String, Vec<String>),
     Ident(String),
     Lit(Value),
@@ -301,8 +305,15 @@ fn parse_pipe_at(toks: &[Tok], pos: &mut usize) -> Result<Pipe, String> {
                     return Err("template: unclosed left paren".into());
                 }
                 *pos += 1;
-                args.push(Arg::Sub(sub));
+                match toks.get(*pos) {
+                    Some(Tok::FieldOf(path)) => {
+                        *pos += 1;
+                        args.push(Arg::SubField(sub, path.clone()));
+                    }
+                    _ => args.push(Arg::Sub(sub)),
+                }
             }
+            Tok::FieldOf(_) => return Err(format!("template: unexpected {t:?}")),
             Tok::RParen => {
                 *pos -= 1;
                 break;
@@ -383,7 +394,13 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
                 if chars.get(i + 1).is_some_and(|c| c.is_ascii_digit()) {
                     return Err("template: bad number".into());
                 }
-                toks.push(Tok::Field(take_path(&mut i)));
+                let chained = i > 0 && chars[i - 1] == ')';
+                let path = take_path(&mut i);
+                toks.push(if chained {
+                    Tok::FieldOf(path)
+                } else {
+                    Tok::Field(path)
+                });
             }
             '$' => {
                 let start = i + 1;
@@ -597,6 +614,7 @@ fn eval_arg(arg: &Arg, dot: &Value, vars: &Vars) -> Result<Value, String> {
         }
         Arg::Lit(v) => Ok(v.clone()),
         Arg::Sub(p) => eval_pipe(p, dot, vars),
+        Arg::SubField(p, path) => Ok(walk(&eval_pipe(p, dot, vars)?, path)),
         Arg::Ident(name) => call(name, Vec::new()),
     }
 }
@@ -922,6 +940,15 @@ mod tests {
             },
             "Size": 4261234
         })
+    }
+
+    #[test]
+    fn fields_of_parenthesized_results() {
+        let d = serde_json::json!({"Mounts": [{"Source": "/a", "RW": true}, {"Source": "/b"}]});
+        let r = |t: &str| parse(t).unwrap().render(&d).unwrap();
+        assert_eq!(r("{{(index .Mounts 1).Source}}"), "/b");
+        assert_eq!(r("{{(index .Mounts 0).RW}}"), "true");
+        assert_eq!(r("{{ (index .Mounts 0).Source | printf \"%s!\" }}"), "/a!");
     }
 
     #[test]
