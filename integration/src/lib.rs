@@ -417,6 +417,25 @@ fn remove_cgroups(ids: &[String]) {
     }
 }
 
+/// Removes the (empty) per-namespace cgroup directories `berth/<ns>` a test
+/// that used its own namespace leaves, on drop (also when the test fails).
+pub struct NamespaceCgroups(pub String);
+
+impl Drop for NamespaceCgroups {
+    fn drop(&mut self) {
+        let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for base in ctrls
+            .flatten()
+            .map(|e| e.path())
+            .chain([PathBuf::from("/sys/fs/cgroup")])
+        {
+            let _ = std::fs::remove_dir(base.join("berth").join(&self.0));
+        }
+    }
+}
+
 /// Unmounts everything under `dir`, deepest first.
 pub fn unmount_under(dir: &Path) {
     let prefix = dir.to_string_lossy().into_owned();

@@ -344,9 +344,11 @@ fn podman_archives_load_and_run_and_bad_archives_leave_nothing() {
 #[test]
 fn blobs_are_collected_after_the_last_user_goes() {
     require_root!();
+    let ns_b = unique("nsb");
+    // Dropped after the stack, which removes the containers first.
+    let _ns_cgroups = berth_integration::NamespaceCgroups(ns_b.clone());
     let s = Stack::start(Mode::AllInOne);
     let tar = berth_integration::fixtures::busybox_tar_in(&s.dir);
-    let ns_b = unique("nsb");
     let id_a = s.import_busybox("gc-a:1");
     let r = s.berth(&[
         "--namespace",
