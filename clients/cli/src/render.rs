@@ -88,6 +88,18 @@ fn trim_frac_zeros(s: &str) -> &str {
 /// go-units `HumanSizeWithPrecision(size, 3)`: decimal units, as docker shows
 /// image sizes ("4.26MB", "612kB", "0B").
 pub fn human_size(bytes: i64) -> String {
+    human_size_precision(bytes, 3)
+}
+
+/// go-units `HumanSize` (4 significant digits), as docker's prune, df and
+/// pull progress print sizes.
+pub fn human_size4(bytes: i64) -> String {
+    human_size_precision(bytes, 4)
+}
+
+/// go-units `HumanSizeWithPrecision`: decimal units, `prec` significant
+/// digits.
+fn human_size_precision(bytes: i64, prec: usize) -> String {
     const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
     let mut size = bytes.max(0) as f64;
     let mut i = 0;
@@ -95,7 +107,7 @@ pub fn human_size(bytes: i64) -> String {
         size /= 1000.0;
         i += 1;
     }
-    format!("{}{}", go_fmt_g(size, 3), UNITS[i])
+    format!("{}{}", go_fmt_g(size, prec), UNITS[i])
 }
 
 /// Docker's `formatter.Ellipsis` for ASCII/simple text: at most `max` runes,

@@ -15,7 +15,9 @@ use tokio::io::AsyncReadExt;
 
 use crate::cmd::lifecycle::parse_filters;
 use crate::ctx::Ctx;
-use crate::render::{ago_unix, ellipsis, human_size, ps_command, ps_status, short_id, StateView};
+use crate::render::{
+    ago_unix, ellipsis, human_size, human_size4, ps_command, ps_status, short_id, StateView,
+};
 use crate::{eprint_err, output_format};
 
 #[derive(Debug, Args)]
@@ -100,19 +102,6 @@ pub(crate) fn confirm(warning: &str) -> bool {
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
     matches!(answer.trim().to_lowercase().as_str(), "y" | "yes")
-}
-
-/// go-units `HumanSize` (4 significant digits), as docker's prune and df
-/// print sizes.
-pub fn human_size4(bytes: i64) -> String {
-    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-    let mut size = bytes.max(0) as f64;
-    let mut i = 0;
-    while size >= 1000.0 && i < UNITS.len() - 1 {
-        size /= 1000.0;
-        i += 1;
-    }
-    format!("{}{}", crate::render::go_fmt_g(size, 4), UNITS[i])
 }
 
 /// `berth save`: the archive goes to a temp file beside `-o` and is renamed

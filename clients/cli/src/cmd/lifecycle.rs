@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::cli::StopArgs;
 use crate::ctx::{is_connect_error, Ctx};
 use crate::eprint_err;
-use crate::render::go_fmt_g;
+use crate::render::human_size4;
 
 #[derive(Debug, Args)]
 pub struct EventsArgs {
@@ -282,18 +282,6 @@ pub async fn rename(ctx: &Ctx, args: RenameArgs) -> i32 {
     }
 }
 
-/// go-units `HumanSize` (4 significant digits, decimal units).
-fn human_size4(bytes: u64) -> String {
-    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-    let mut size = bytes as f64;
-    let mut i = 0;
-    while size >= 1000.0 && i < UNITS.len() - 1 {
-        size /= 1000.0;
-        i += 1;
-    }
-    format!("{}{}", go_fmt_g(size, 4), UNITS[i])
-}
-
 /// `berth container prune`.
 pub async fn prune(ctx: &Ctx, args: PruneArgs) -> i32 {
     let filters = match parse_filters(&args.filter) {
@@ -323,7 +311,7 @@ pub async fn prune(ctx: &Ctx, args: PruneArgs) -> i32 {
     containers_report(&mut out, &resp.deleted);
     out.push_str(&format!(
         "Total reclaimed space: {}",
-        human_size4(resp.space_reclaimed)
+        human_size4(resp.space_reclaimed as i64)
     ));
     crate::outln(&out);
     0

@@ -137,7 +137,7 @@ fn target(name: &str) -> Option<(reference::Reference, Option<RegistryAuth>)> {
 
 /// Docker's size units (decimal, "kB", four significant digits).
 fn human(n: i64) -> String {
-    crate::cmd::imagestore::human_size4(n)
+    crate::render::human_size4(n)
 }
 
 /// Docker's progress bar: `[=====>      ]  1.2MB/3.4MB`.

@@ -329,7 +329,7 @@ async fn prune(ctx: &Ctx, a: PruneArgs) -> i32 {
         Ok(freed) => {
             out.push_str(&format!(
                 "Total reclaimed space: {}",
-                crate::cmd::imagestore::human_size4(freed as i64)
+                crate::render::human_size4(freed as i64)
             ));
             crate::outln(&out);
             0
