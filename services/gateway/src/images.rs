@@ -329,6 +329,41 @@ impl Inner {
         (tx, handle)
     }
 
+    /// Prepares the active snapshot a layer is unpacked into before it is
+    /// committed as `chain_id` (`extract-<rand>-<chain id>`, on `parent`,
+    /// none for a streamed unpack). It is labelled ephemeral: a crash of
+    /// berth-snapshots mid-unpack leaves nothing behind, the unpack being
+    /// lost with the call anyway.
+    pub(crate) async fn prepare_extract(
+        &self,
+        ns: &str,
+        chain_id: &str,
+        parent: &str,
+    ) -> Result<String> {
+        let key = format!(
+            "extract-{}-{}",
+            crate::container::new_id().get(..12).unwrap_or(""),
+            chain_id
+        );
+        self.snapshots
+            .clone()
+            .prepare(request(
+                ns,
+                PrepareRequest {
+                    key: key.clone(),
+                    parent: parent.to_string(),
+                    labels: [(
+                        berth_common::SNAPSHOT_EPHEMERAL_LABEL.to_string(),
+                        "unpack".to_string(),
+                    )]
+                    .into(),
+                },
+            ))
+            .await
+            .map_err(Error::service("snapshots"))?;
+        Ok(key)
+    }
+
     /// The manifest a name points at now, if any.
     pub(crate) async fn current_target(
         &self,
@@ -458,23 +493,7 @@ impl Inner {
             let (key, unpacked) = match streamed.remove(&i) {
                 Some(s) => (s.key, Ok((s.diff_id, s.size))),
                 None => {
-                    let key = format!(
-                        "extract-{}-{}",
-                        crate::container::new_id().get(..12).unwrap_or(""),
-                        chain_id
-                    );
-                    self.snapshots
-                        .clone()
-                        .prepare(request(
-                            ns,
-                            PrepareRequest {
-                                key: key.clone(),
-                                parent: parent.clone(),
-                                labels: Default::default(),
-                            },
-                        ))
-                        .await
-                        .map_err(Error::service("snapshots"))?;
+                    let key = self.prepare_extract(ns, chain_id, &parent).await?;
                     let applied = self
                         .snapshots
                         .clone()

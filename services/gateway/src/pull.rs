@@ -25,8 +25,7 @@ use berth_common::request;
 use berth_proto::content::v1::{AbortRequest, StatusRequest, WriteRequest};
 use berth_proto::gateway::v1::{Progress, PullRequest, RegistryAuth};
 use berth_proto::snapshots::v1::{
-    apply_stream_request, ApplyRequest, ApplyResponse, ApplyStreamRequest, PrepareRequest,
-    RemoveRequest,
+    apply_stream_request, ApplyRequest, ApplyResponse, ApplyStreamRequest, RemoveRequest,
 };
 use berth_proto::types::v1::Descriptor;
 use berth_registry::{media, Credentials};
@@ -521,29 +520,7 @@ impl Inner {
             let _ = tx.send(Ok(progress(id, "Download complete"))).await;
             return Ok(None);
         }
-        let key = format!(
-            "extract-{}-{}",
-            crate::container::new_id().get(..12).unwrap_or(""),
-            chain_id
-        );
-        self.snapshots
-            .clone()
-            .prepare(request(
-                ns,
-                PrepareRequest {
-                    key: key.clone(),
-                    parent: String::new(),
-                    // Removed by berth-snapshots if it restarts mid-pull
-                    // (a daemon crash): the stream is lost then anyway.
-                    labels: [(
-                        berth_common::SNAPSHOT_EPHEMERAL_LABEL.to_string(),
-                        "pull".to_string(),
-                    )]
-                    .into(),
-                },
-            ))
-            .await
-            .map_err(Error::service("snapshots"))?;
+        let key = self.prepare_extract(ns, chain_id, "").await?;
         let mut unpack_to = Some(key);
         let ingest = format!("pull-{}", digest.trim_start_matches("sha256:"));
         let mut attempt = 0;
