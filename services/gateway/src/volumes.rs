@@ -177,7 +177,7 @@ impl Inner {
         ids
     }
 
-    fn volume_doc(&self, rec: &VolumeRecord, size: i64) -> Volume {
+    fn volume_doc(&self, rec: &VolumeRecord, users: usize, size: i64) -> Volume {
         Volume {
             name: rec.name.clone(),
             driver: if rec.driver.is_empty() {
@@ -193,7 +193,7 @@ impl Inner {
             labels: rec.labels.clone().into_iter().collect(),
             options: rec.options.clone().into_iter().collect(),
             scope: "local".into(),
-            ref_count: self.volume_users(&rec.namespace, &rec.name).len() as i64,
+            ref_count: users as i64,
             size,
         }
     }
@@ -289,14 +289,14 @@ impl Inner {
         let (rec, _) = self
             .create_volume_locked(ns, name, driver, labels, options, false)
             .await?;
-        Ok(self.volume_doc(&rec, -1))
+        Ok(self.volume_doc(&rec, self.volume_users(&rec.namespace, &rec.name).len(), -1))
     }
 
     pub(crate) fn inspect_volume(&self, ns: &str, name: &str) -> Result<Volume> {
         let rec = self
             .volume_record(ns, name)
             .ok_or_else(|| Error::NotFound(format!("get {name}: no such volume")))?;
-        Ok(self.volume_doc(&rec, -1))
+        Ok(self.volume_doc(&rec, self.volume_users(&rec.namespace, &rec.name).len(), -1))
     }
 
     /// Volumes in `ns` with docker's filters (dangling, name, label, driver).
@@ -311,6 +311,16 @@ impl Inner {
                 return Err(Error::InvalidArgument(format!("invalid filter '{k}'")));
             }
         }
+        if let Some(bad) = filters
+            .get("dangling")
+            .into_iter()
+            .flatten()
+            .find(|v| !["true", "false", "1", "0"].contains(&v.as_str()))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "invalid filter 'dangling={bad}'"
+            )));
+        }
         let mut recs: Vec<VolumeRecord> = self
             .volumes
             .lock()
@@ -322,7 +332,8 @@ impl Inner {
         recs.sort_by(|a, b| a.name.cmp(&b.name));
         let mut out = Vec::new();
         for rec in recs {
-            let used = !self.volume_users(ns, &rec.name).is_empty();
+            let users = self.volume_users(ns, &rec.name).len();
+            let used = users > 0;
             let keep = filters.iter().all(|(k, vals)| {
                 vals.iter().any(|v| match k.as_str() {
                     "dangling" => match v.as_str() {
@@ -336,23 +347,13 @@ impl Inner {
                     _ => false,
                 })
             });
-            if let Some(bad) = filters
-                .get("dangling")
-                .into_iter()
-                .flatten()
-                .find(|v| !["true", "false", "1", "0"].contains(&v.as_str()))
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "invalid filter 'dangling={bad}'"
-                )));
-            }
             if keep {
                 let size = if with_size {
                     dir_size(&self.volume_data(ns, &rec.name)) as i64
                 } else {
                     -1
                 };
-                out.push(self.volume_doc(&rec, size));
+                out.push(self.volume_doc(&rec, users, size));
             }
         }
         Ok(out)
