@@ -52,6 +52,19 @@ struct Cli {
         value_delimiter = ','
     )]
     registry_mirrors: Vec<String>,
+    /// The nftables table (inet family) berth-network owns.
+    #[arg(long, global = true, default_value = "berth", env = "BERTH_NFT_TABLE")]
+    nft_table: String,
+    /// The default bridge network's interface.
+    #[arg(long, global = true, default_value = "berth0", env = "BERTH_BRIDGE")]
+    bridge: String,
+    /// The default bridge network's subnet (CIDR); by default the first of
+    /// 172.17.0.0/16, 172.18.0.0/16, ... that the host does not route.
+    #[arg(long = "bridge-subnet", global = true, env = "BERTH_BRIDGE_SUBNET")]
+    bridge_subnet: Option<ipnet::Ipv4Net>,
+    /// The default bridge network's MTU.
+    #[arg(long = "bridge-mtu", global = true, env = "BERTH_BRIDGE_MTU")]
+    bridge_mtu: Option<u32>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -101,6 +114,7 @@ struct Paths {
     root: PathBuf,
     state: PathBuf,
     registries: berth_gateway::RegistryOptions,
+    network: berth_network::NetworkConfig,
 }
 
 /// `--registry-mirror` values: URL (Docker Hub) or DOMAIN=URL.
@@ -191,8 +205,10 @@ fn tasks_service(p: &Paths, shim: PathBuf) -> Result<TasksServer<berth_tasks::Ta
     Ok(TasksServer::new(svc))
 }
 
-fn network_service(p: &Paths) -> Result<NetworkServer<berth_network::NetworkService>> {
-    let svc = berth_network::NetworkService::open(&p.state).context("open berth-network")?;
+async fn network_service(p: &Paths) -> Result<NetworkServer<berth_network::NetworkService>> {
+    let svc = berth_network::NetworkService::open(p.network.clone())
+        .await
+        .context("open berth-network")?;
     Ok(NetworkServer::new(svc))
 }
 
@@ -231,10 +247,16 @@ async fn run() -> Result<()> {
         Some(Command::Gateway { .. }) => "berth-gateway",
     };
     let _telemetry = berth_common::telemetry::init(name, "info");
+    let mut network = berth_network::NetworkConfig::new(&cli.root, &cli.state);
+    network.nft_table = cli.nft_table.clone();
+    network.bridge = cli.bridge.clone();
+    network.bridge_subnet = cli.bridge_subnet;
+    network.bridge_mtu = cli.bridge_mtu;
     let p = Paths {
         root: cli.root.clone(),
         state: cli.state.clone(),
         registries: registry_options(&cli)?,
+        network,
     };
     for d in [&p.root, &p.state] {
         std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
@@ -269,7 +291,7 @@ async fn run() -> Result<()> {
         }
         Some(Command::Network { socket }) => {
             servers.push(serve!(
-                network_service(&p)?,
+                network_service(&p).await?,
                 socket.unwrap_or(p.sock("network")),
                 rx
             ));
@@ -322,7 +344,7 @@ async fn run() -> Result<()> {
                 })
             };
             let tasks = tasks_service(&p, shim_path(cli.shim))?;
-            let network = network_service(&p)?;
+            let network = network_service(&p).await?;
             let (content, snapshots, gw) = (content.await??, snapshots.await??, gw.await??);
             servers.push(serve!(content, p.sock("content"), rx));
             servers.push(serve!(snapshots, p.sock("snapshots"), rx));
