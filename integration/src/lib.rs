@@ -4,6 +4,7 @@
 
 pub mod fixtures;
 pub mod hang;
+pub mod net;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -94,6 +95,12 @@ pub struct Stack {
     pub mode: Mode,
     daemons: Vec<Child>,
     env: Vec<(String, String)>,
+    /// berth-network's nftables table (unique per stack).
+    pub nft_table: String,
+    /// The default bridge's interface (unique per stack).
+    pub bridge: String,
+    /// The default bridge's subnet.
+    pub bridge_subnet: net::SubnetLease,
 }
 
 impl Stack {
@@ -109,16 +116,31 @@ impl Stack {
         let state = dir.join("state");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(&state).unwrap();
+        let tag = format!(
+            "{:x}{:02x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst) & 0xff
+        );
+        let bridge_subnet = net::SubnetLease::take();
+        let nft_table = format!("berth-it-{tag}");
+        let bridge = format!("bi{tag}");
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.push(("BERTH_NFT_TABLE".into(), nft_table.clone()));
+        env.push(("BERTH_BRIDGE".into(), bridge.clone()));
+        env.push(("BERTH_BRIDGE_SUBNET".into(), bridge_subnet.cidr()));
         let mut stack = Stack {
             dir,
             root,
             state,
             mode,
             daemons: Vec::new(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env,
+            nft_table,
+            bridge,
+            bridge_subnet,
         };
         match mode {
             Mode::AllInOne => stack.spawn_daemon(&[]),
@@ -500,6 +522,7 @@ impl Drop for Stack {
         }
         remove_cgroups(&ids);
         unmount_under(&self.dir);
+        net::remove_stack_network(&self.nft_table);
         if std::thread::panicking() {
             eprintln!("daemon logs of the failed test:\n{}", self.daemon_logs());
         }

@@ -7,6 +7,7 @@ use berth_proto::gateway::v1::container_processes_client::ContainerProcessesClie
 use berth_proto::gateway::v1::containers_client::ContainersClient;
 use berth_proto::gateway::v1::events_client::EventsClient;
 use berth_proto::gateway::v1::images_client::ImagesClient;
+use berth_proto::gateway::v1::networks_client::NetworksClient;
 use berth_proto::gateway::v1::system_client::SystemClient;
 use berth_proto::gateway::v1::volumes_client::VolumesClient;
 use tonic::transport::Channel;
@@ -63,6 +64,10 @@ impl Ctx {
 
     pub fn volumes(&self) -> VolumesClient<Channel> {
         VolumesClient::new(self.channel.clone())
+    }
+
+    pub fn networks(&self) -> NetworksClient<Channel> {
+        NetworksClient::new(self.channel.clone())
     }
 
     /// The line docker prints for a failed API call: "Cannot connect ..."

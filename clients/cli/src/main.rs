@@ -296,6 +296,8 @@ fn command_name(c: &Command) -> &'static str {
         Command::History(_) => "history",
         Command::System(_) => "system",
         Command::Volume(_) => "volume",
+        Command::Network(_) => "network",
+        Command::Port(_) => "port",
         Command::Version => "version",
         Command::Info(_) => "info",
         Command::Events(_) => "events",
@@ -394,6 +396,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> i32 {
         Command::System(SystemCommand::Prune(a)) => cmd::imagestore::prune_system(ctx, a).await,
         Command::System(SystemCommand::Df(a)) => cmd::imagestore::df(ctx, a).await,
         Command::Volume(c) => cmd::volumes::run(ctx, c).await,
+        Command::Network(c) => cmd::networks::run(ctx, c).await,
+        Command::Port(a) => cmd::networks::port(ctx, a).await,
         Command::Update(a) | Command::Container(ContainerCommand::Update(a)) => {
             cmd::containers::update(ctx, a).await
         }

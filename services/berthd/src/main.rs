@@ -394,6 +394,7 @@ fn serve_gateway(
                 .add_service(gw.events_server())
                 .add_service(gw.files_server())
                 .add_service(gw.volumes_server())
+                .add_service(gw.networks_server())
                 .serve_with_incoming_shutdown(incoming, shutdown_signal(rx))
                 .await
         })

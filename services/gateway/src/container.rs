@@ -33,6 +33,9 @@ pub struct ContainerConfig {
     /// Config.Volumes: the image's VOLUME paths and those of `-v /path`.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// Config.ExposedPorts ("80/tcp"): the image's EXPOSE, --expose and -p.
+    #[serde(default)]
+    pub exposed_ports: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -58,6 +61,20 @@ pub struct HostConfig {
     pub mounts: Vec<Value>,
     /// --volumes-from specs (HostConfig.VolumesFrom).
     pub volumes_from: Vec<String>,
+    /// -p, expanded (HostConfig.PortBindings).
+    pub port_bindings: Vec<crate::networking::PortBinding>,
+    /// -P.
+    pub publish_all: bool,
+    /// The bridge networks joined at start, in order (eth0, eth1, ...):
+    /// network_mode's and those connected later.
+    pub networks: Vec<crate::networking::NetworkAttachment>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// --add-host HOST:IP.
+    pub extra_hosts: Vec<String>,
+    /// --link NAME[:ALIAS].
+    pub links: Vec<String>,
 }
 
 /// Docker's HostConfig.Resources (the memory part so far), after create's
@@ -178,6 +195,9 @@ pub struct ContainerRecord {
     /// Volumes, binds and tmpfs mounts (docker's MountPoints), parents first.
     #[serde(default)]
     pub mount_points: Vec<crate::mounts::MountPoint>,
+    /// The interfaces and ports berth-network made, while running.
+    #[serde(default)]
+    pub net: Option<crate::networking::NetRuntime>,
 }
 
 impl ContainerRecord {
@@ -204,20 +224,11 @@ impl ContainerRecord {
             }
         };
         let network_mode = if self.host_config.network_mode.is_empty() {
-            "none"
+            "bridge"
         } else {
             self.host_config.network_mode.as_str()
         };
-        let mut networks = serde_json::Map::new();
-        networks.insert(
-            network_mode.to_string(),
-            json!({
-                "IPAMConfig": null, "Links": null, "Aliases": null, "MacAddress": "",
-                "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
-                "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0, "DriverOpts": null, "DNSNames": null
-            }),
-        );
+        let settings = self.network_settings(network_mode);
         let or_null = |v: Value, empty: bool| if empty { Value::Null } else { v };
         let throttles = |l: &[DeviceLimit]| {
             l.iter()
@@ -262,7 +273,12 @@ impl ContainerRecord {
                 "ContainerIDFile": "",
                 "LogConfig": {"Type": "json-file", "Config": self.host_config.log_opts},
                 "NetworkMode": network_mode,
-                "PortBindings": {},
+                "PortBindings": crate::networking::ports_doc(&hc.port_bindings, &[], false),
+                "Dns": hc.dns,
+                "DnsOptions": hc.dns_options,
+                "DnsSearch": hc.dns_search,
+                "ExtraHosts": or_null(json!(hc.extra_hosts), hc.extra_hosts.is_empty()),
+                "Links": or_null(json!(hc.links), hc.links.is_empty()),
                 "RestartPolicy": {
                     "Name": if self.host_config.restart_policy.name.is_empty() { "no" } else { self.host_config.restart_policy.name.as_str() },
                     "MaximumRetryCount": self.host_config.restart_policy.maximum_retry_count,
@@ -271,7 +287,7 @@ impl ContainerRecord {
                 "VolumeDriver": "",
                 "VolumesFrom": or_null(json!(hc.volumes_from), hc.volumes_from.is_empty()),
                 "Privileged": false,
-                "PublishAllPorts": false,
+                "PublishAllPorts": hc.publish_all,
                 "ReadonlyRootfs": self.host_config.read_only,
                 // docker shows null unless --init was given.
                 "Init": if self.host_config.init { json!(true) } else { Value::Null },
@@ -329,6 +345,10 @@ impl ContainerRecord {
                     Value::Object(self.config.volumes.iter().map(|v| (v.clone(), json!({}))).collect()),
                     self.config.volumes.is_empty(),
                 ),
+                "ExposedPorts": or_null(
+                    Value::Object(self.config.exposed_ports.iter().map(|p| (p.clone(), json!({}))).collect()),
+                    self.config.exposed_ports.is_empty(),
+                ),
                 "WorkingDir": self.config.working_dir,
                 "Entrypoint": self.config.entrypoint,
                 "OnBuild": null,
@@ -336,12 +356,7 @@ impl ContainerRecord {
                 "StopSignal": if self.config.stop_signal.is_empty() { Value::Null } else { json!(self.config.stop_signal) },
                 "StopTimeout": self.config.stop_timeout,
             },
-            "NetworkSettings": {
-                "Bridge": "", "SandboxID": "", "SandboxKey": "",
-                "Ports": {}, "HairpinMode": false,
-                "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
-                "Networks": networks,
-            },
+            "NetworkSettings": settings,
         });
         // docker leaves these out unless they were given.
         if !hc.tmpfs.is_empty() {
@@ -351,6 +366,79 @@ impl ContainerRecord {
             doc["HostConfig"]["Mounts"] = json!(hc.mounts);
         }
         doc
+    }
+}
+
+impl ContainerRecord {
+    /// docker's NetworkSettings.
+    fn network_settings(&self, mode: &str) -> Value {
+        let net = self.net.as_ref();
+        let mut networks = serde_json::Map::new();
+        let attachments: Vec<crate::networking::NetworkAttachment> =
+            if self.host_config.networks.is_empty() {
+                if mode.starts_with("container:") {
+                    Vec::new()
+                } else {
+                    vec![crate::networking::NetworkAttachment {
+                        network: mode.to_string(),
+                        ..Default::default()
+                    }]
+                }
+            } else {
+                self.host_config.networks.clone()
+            };
+        for a in &attachments {
+            let ep = net.and_then(|n| n.endpoints.iter().find(|e| e.network_name == a.network));
+            let s = |f: fn(&crate::networking::Endpoint) -> String| ep.map(f).unwrap_or_default();
+            let ipam = if a.ipv4_address.is_empty() {
+                Value::Null
+            } else {
+                json!({"IPv4Address": a.ipv4_address})
+            };
+            let mut dns_names: Vec<String> = Vec::new();
+            if ep.is_some() && mode != "bridge" {
+                dns_names.push(self.name.clone());
+                dns_names.push(self.id[..12.min(self.id.len())].to_string());
+                dns_names.extend(a.aliases.iter().cloned());
+            }
+            networks.insert(
+                a.network.clone(),
+                json!({
+                    "IPAMConfig": ipam,
+                    "Links": null,
+                    "Aliases": if a.aliases.is_empty() { Value::Null } else { json!(a.aliases) },
+                    "MacAddress": s(|e| e.mac.clone()),
+                    "NetworkID": s(|e| e.network_id.clone()),
+                    "EndpointID": s(|e| e.endpoint_id.clone()),
+                    "Gateway": s(|e| e.gateway.clone()),
+                    "IPAddress": s(|e| e.ip.clone()),
+                    "IPPrefixLen": ep.map(|e| e.prefix_len).unwrap_or(0),
+                    "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                    "DriverOpts": null,
+                    "DNSNames": if dns_names.is_empty() { Value::Null } else { json!(dns_names) },
+                }),
+            );
+        }
+        let first = net.and_then(|n| n.endpoints.first());
+        let s = |f: fn(&crate::networking::Endpoint) -> String| first.map(f).unwrap_or_default();
+        let ports = match net {
+            Some(n) => crate::networking::ports_doc(&n.ports, &self.config.exposed_ports, true),
+            None => json!({}),
+        };
+        json!({
+            "Bridge": "",
+            "SandboxID": "",
+            "SandboxKey": net.map(|n| n.sandbox_key.clone()).unwrap_or_default(),
+            "Ports": ports,
+            "HairpinMode": false,
+            "Gateway": s(|e| e.gateway.clone()),
+            "IPAddress": s(|e| e.ip.clone()),
+            "IPPrefixLen": first.map(|e| e.prefix_len).unwrap_or(0),
+            "MacAddress": s(|e| e.mac.clone()),
+            "EndpointID": s(|e| e.endpoint_id.clone()),
+            "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": "",
+            "Networks": Value::Object(networks),
+        })
     }
 }
 

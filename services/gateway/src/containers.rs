@@ -15,7 +15,7 @@ use berth_proto::gateway::v1::{
     RenameContainerRequest, StartContainerResponse, StopContainerRequest, WaitContainerRequest,
     WaitContainerResponse,
 };
-use berth_proto::network::v1::{AttachRequest as NetAttach, DetachRequest as NetDetach};
+use berth_proto::network::v1::DetachRequest as NetDetach;
 use berth_proto::snapshots::v1::{PrepareRequest, RemoveRequest};
 use berth_proto::tasks::v1::{
     CreateTaskRequest, DeleteRequest, KillRequest, StartRequest, WaitRequest, WatchOomRequest,
@@ -206,17 +206,37 @@ impl Inner {
         if !name.is_empty() {
             validate_name(&name).map_err(Error::InvalidArgument)?;
         }
-        let network_mode = match req.network_mode.as_str() {
-            "" | "none" => "none",
-            "host" => "host",
-            "bridge" | "default" => {
-                return Err(Error::InvalidArgument(
-                    "network mode \"bridge\" is not available yet: use --network none or --network host".into(),
-                ))
-            }
-            other => return Err(Error::NotFound(format!("network {other} not found"))),
-        };
+        let (network_mode, networks) = self.plan_network(ns, &req).await?;
+        let network_mode = network_mode.as_str();
+        let mut port_bindings = Vec::new();
+        for p in &req.publish {
+            port_bindings
+                .extend(crate::networking::parse_publish(p).map_err(Error::InvalidArgument)?);
+        }
+        if network_mode == "host" && !port_bindings.is_empty() {
+            warnings.push("Published ports are discarded when using host network mode".into());
+            port_bindings.clear();
+        }
+        let mut extra_exposed = Vec::new();
+        for e in &req.expose {
+            extra_exposed
+                .extend(crate::networking::parse_expose(e).map_err(Error::InvalidArgument)?);
+        }
         let icfg = image.runtime_config().clone();
+        let mut exposed_ports: Vec<String> = icfg["ExposedPorts"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for p in extra_exposed.into_iter().chain(
+            port_bindings
+                .iter()
+                .map(|b| format!("{}/{}", b.container_port, b.proto)),
+        ) {
+            if !exposed_ports.contains(&p) {
+                exposed_ports.push(p);
+            }
+        }
+        exposed_ports.sort();
         let id = new_id();
         // Docker's rules: an explicit entrypoint drops the image's Cmd.
         let (entrypoint, cmd) = match &req.entrypoint {
@@ -351,6 +371,7 @@ impl Inner {
                     open_stdin: req.open_stdin,
                     stdin_once: req.stdin_once,
                     volumes: planned.config_volumes,
+                    exposed_ports,
                 },
                 host_config: HostConfig {
                     auto_remove: req.auto_remove,
@@ -369,6 +390,14 @@ impl Inner {
                     tmpfs: req.tmpfs.clone().into_iter().collect(),
                     mounts: planned.inspect_mounts,
                     volumes_from: req.volumes_from.clone(),
+                    port_bindings,
+                    publish_all: req.publish_all,
+                    networks,
+                    dns: req.dns.clone(),
+                    dns_search: req.dns_search.clone(),
+                    dns_options: req.dns_options.clone(),
+                    extra_hosts: req.extra_hosts.clone(),
+                    links: req.links.clone(),
                 },
                 state: State {
                     status: "created".into(),
@@ -381,6 +410,7 @@ impl Inner {
                 manually_stopped: false,
                 restart_delay_ms: 0,
                 mount_points: planned.points,
+                net: None,
             };
             map.insert((ns.to_string(), id.clone()), rec.clone());
             rec
@@ -489,20 +519,7 @@ impl Inner {
             .delete(request(ns, DeleteRequest { id: id.clone() }))
             .await;
 
-        let netns = self
-            .network
-            .clone()
-            .attach(request(
-                ns,
-                NetAttach {
-                    container_id: id.clone(),
-                    mode: rec.host_config.network_mode.clone(),
-                },
-            ))
-            .await
-            .map_err(Error::service("network"))?
-            .into_inner()
-            .netns_path;
+        let netns = self.attach_container(ns, &rec).await?;
         let result = async {
             let mounts = self.snapshot_mounts(ns, &rec).await?;
             let identity = spec::resolve_user(&rec.config.user, &spec::layer_dirs(&mounts))?;
@@ -723,6 +740,7 @@ impl Inner {
             c.state.pid = 0;
             c.state.exit_code = code;
             c.state.finished_at = exited_at.clone();
+            c.net = None;
             restart_in = lifecycle::after_exit(c);
         }) {
             Ok(r) => r,

@@ -17,6 +17,8 @@ mod images;
 mod lifecycle;
 mod logs;
 mod mounts;
+mod networking;
+mod networks;
 mod processes;
 mod pull;
 mod push;
@@ -39,6 +41,7 @@ use berth_proto::gateway::v1::container_processes_server::ContainerProcessesServ
 use berth_proto::gateway::v1::containers_server::ContainersServer;
 use berth_proto::gateway::v1::events_server::EventsServer;
 use berth_proto::gateway::v1::images_server::ImagesServer;
+use berth_proto::gateway::v1::networks_server::NetworksServer;
 use berth_proto::gateway::v1::system_server::SystemServer;
 use berth_proto::gateway::v1::volumes_server::VolumesServer;
 use berth_proto::network::v1::network_client::NetworkClient;
@@ -194,5 +197,9 @@ impl Gateway {
 
     pub fn volumes_server(&self) -> VolumesServer<volumes::VolumesApi> {
         VolumesServer::new(volumes::VolumesApi(self.inner.clone()))
+    }
+
+    pub fn networks_server(&self) -> NetworksServer<networks::NetworksApi> {
+        NetworksServer::new(networks::NetworksApi(self.inner.clone()))
     }
 }

@@ -399,11 +399,7 @@ impl NetworkService {
     async fn ensure_builtins(&self, st: &mut State) -> Result<()> {
         let inner = &self.inner;
         for (name, driver) in [("bridge", "bridge"), ("host", "host"), ("none", "null")] {
-            if st
-                .networks
-                .values()
-                .any(|n| n.builtin && n.name == name)
-            {
+            if st.networks.values().any(|n| n.builtin && n.name == name) {
                 continue;
             }
             let id = new_id();
@@ -557,7 +553,11 @@ impl NetworkService {
     }
 
     /// Creates a user-defined bridge network.
-    pub async fn create_network(&self, ns: &str, req: &CreateNetworkRequest) -> Result<NetworkInfo> {
+    pub async fn create_network(
+        &self,
+        ns: &str,
+        req: &CreateNetworkRequest,
+    ) -> Result<NetworkInfo> {
         validate_network_name(&req.name)?;
         match req.driver.as_str() {
             "" | "bridge" => {}
@@ -605,7 +605,12 @@ impl NetworkService {
         let inner = &self.inner;
         let mut st = inner.state.lock().await;
         let visible = |n: &&NetworkRecord| n.namespace.is_empty() || n.namespace == ns;
-        if st.networks.values().filter(visible).any(|n| n.name == req.name) {
+        if st
+            .networks
+            .values()
+            .filter(visible)
+            .any(|n| n.name == req.name)
+        {
             return Err(Error::AlreadyExists(format!(
                 "network with name {} already exists",
                 req.name
@@ -786,7 +791,10 @@ impl NetworkService {
             let mut st = self.inner.state.lock().await;
             let mut made = Vec::new();
             for cfg in eps {
-                made.push(self.connect_locked(&mut st, ns, id, name, &path, cfg).await?);
+                made.push(
+                    self.connect_locked(&mut st, ns, id, name, &path, cfg)
+                        .await?,
+                );
             }
             let ports = self.publish_locked(&mut st, id, &made[0], publish).await?;
             Ok::<_, Error>((made, ports))
@@ -890,8 +898,8 @@ impl NetworkService {
             aliases: cfg.aliases.clone(),
         };
         let wire = async {
-            let ns_file = fs::File::open(netns)
-                .map_err(io_err(format!("open {}", netns.display())))?;
+            let ns_file =
+                fs::File::open(netns).map_err(io_err(format!("open {}", netns.display())))?;
             inner
                 .nl
                 .add_veth(&host_if, bridge, net.mtu, &ns_file, &ifname, mac)
@@ -940,8 +948,10 @@ impl NetworkService {
                         Error::InvalidArgument(format!("invalid {what} port {v}: above 65535"))
                     })
                 };
-                let (host_port, container_port) =
-                    (port(p.host_port, "host")?, port(p.container_port, "container")?);
+                let (host_port, container_port) = (
+                    port(p.host_port, "host")?,
+                    port(p.container_port, "container")?,
+                );
                 if container_port == 0 {
                     return Err(Error::InvalidArgument("invalid container port 0".into()));
                 }
@@ -1071,11 +1081,7 @@ impl NetworkService {
     pub async fn disconnect(&self, ns: &str, id: &str, network: &str) -> Result<()> {
         let mut st = self.inner.state.lock().await;
         let net = st.find(ns, network)?;
-        let Some(e) = st
-            .endpoints
-            .get(&(id.to_string(), net.id.clone()))
-            .cloned()
-        else {
+        let Some(e) = st.endpoints.get(&(id.to_string(), net.id.clone())).cloned() else {
             return Err(Error::NotFound(format!(
                 "container {} is not connected to network {}",
                 &id[..12.min(id.len())],
@@ -1224,7 +1230,10 @@ mod tests {
         let cfg = config(dir.path());
         let table = cfg.nft_table.clone();
         let svc = NetworkService::open(cfg).await.unwrap();
-        assert!(svc.attach("default", "../x", "", "none", &[], &[]).await.is_err());
+        assert!(svc
+            .attach("default", "../x", "", "none", &[], &[])
+            .await
+            .is_err());
         let e = svc
             .attach("default", "abc", "", "nosuchnet", &[], &[])
             .await

@@ -248,8 +248,7 @@ pub fn configure_endpoint(
     in_netns(netns, move |nl| async move {
         let sysctl = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
         if Path::new(&sysctl).exists() {
-            std::fs::write(&sysctl, "1")
-                .map_err(|e| LinkError(format!("write {sysctl}: {e}")))?;
+            std::fs::write(&sysctl, "1").map_err(|e| LinkError(format!("write {sysctl}: {e}")))?;
         }
         let index = nl
             .index_of(&ifname)
@@ -287,7 +286,10 @@ pub fn configure_endpoint(
 /// host goes with it). A missing interface is fine.
 pub fn remove_endpoint(netns: &Path, ifname: &str) -> Result<()> {
     let ifname = ifname.to_string();
-    in_netns(netns, move |nl| async move { nl.delete_link(&ifname).await })
+    in_netns(
+        netns,
+        move |nl| async move { nl.delete_link(&ifname).await },
+    )
 }
 
 /// Names of the links in the namespace at `netns`.

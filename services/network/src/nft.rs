@@ -176,7 +176,10 @@ pub fn ruleset(name: &str, nets: &[BridgeNet], dnats: &[Dnat]) -> (Nftables<'sta
     b.chain("out", Some((NfChainType::NAT, NfHook::Output, -100)));
     b.chain("publish", None);
     b.chain("post", Some((NfChainType::NAT, NfHook::Postrouting, 100)));
-    b.chain("guard", Some((NfChainType::Filter, NfHook::Prerouting, -300)));
+    b.chain(
+        "guard",
+        Some((NfChainType::Filter, NfHook::Prerouting, -300)),
+    );
     b.chain("fwd", Some((NfChainType::Filter, NfHook::Forward, 0)));
 
     // Published ports. A packet to 127.0.0.0/8 arriving from outside the
@@ -286,11 +289,7 @@ pub fn ruleset(name: &str, nets: &[BridgeNet], dnats: &[Dnat]) -> (Nftables<'sta
     }
     b.rule("fwd", vec![ct_status_dnat(), Statement::Accept(None)]);
     for n in nets {
-        let others: Vec<&str> = bridges
-            .iter()
-            .copied()
-            .filter(|o| *o != n.bridge)
-            .collect();
+        let others: Vec<&str> = bridges.iter().copied().filter(|o| *o != n.bridge).collect();
         if others.is_empty() {
             continue;
         }
@@ -396,7 +395,12 @@ mod tests {
 
     #[test]
     fn nft_accepts_the_table_and_lists_its_rules() {
-        if !is_root() || std::process::Command::new("nft").arg("-v").output().is_err() {
+        if !is_root()
+            || std::process::Command::new("nft")
+                .arg("-v")
+                .output()
+                .is_err()
+        {
             eprintln!("skipped: needs root and nft");
             return;
         }

@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::OwnedFd;
 
-use nix::sys::socket::{
-    bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
-};
+use nix::sys::socket::{bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
 
 /// (protocol, host address or 0.0.0.0, port).
 pub type PortKey = (String, Ipv4Addr, u16);
@@ -37,7 +35,13 @@ impl Reservations {
         let ty = match proto {
             "tcp" => SockType::Stream,
             "udp" => SockType::Datagram,
-            p => return Err(PortError::Other(addr, port, format!("unknown protocol {p}"))),
+            p => {
+                return Err(PortError::Other(
+                    addr,
+                    port,
+                    format!("unknown protocol {p}"),
+                ))
+            }
         };
         if port != 0 && self.held.contains_key(&(proto.to_string(), addr, port)) {
             return Err(PortError::Allocated(addr, port));
@@ -88,6 +92,9 @@ mod tests {
         let l = std::net::TcpListener::bind((lo, 0)).unwrap();
         let taken = l.local_addr().unwrap().port();
         let e = r.reserve("tcp", lo, taken).unwrap_err().to_string();
-        assert_eq!(e, format!("Bind for 127.0.0.1:{taken} failed: port is already allocated"));
+        assert_eq!(
+            e,
+            format!("Bind for 127.0.0.1:{taken} failed: port is already allocated")
+        );
     }
 }

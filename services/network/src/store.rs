@@ -157,11 +157,7 @@ impl Store {
         self.all(ENDPOINTS)
     }
     pub fn put_endpoint(&self, e: &EndpointRecord) -> Result<()> {
-        self.put(
-            ENDPOINTS,
-            &endpoint_key(&e.container_id, &e.network_id),
-            e,
-        )
+        self.put(ENDPOINTS, &endpoint_key(&e.container_id, &e.network_id), e)
     }
     pub fn delete_endpoint(&self, container: &str, network: &str) -> Result<()> {
         self.delete(ENDPOINTS, &endpoint_key(container, network))

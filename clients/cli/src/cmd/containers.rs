@@ -379,6 +379,16 @@ pub fn create_request(args: &RunArgs) -> Result<CreateContainerRequest, String> 
         mounts,
         tmpfs,
         volumes_from: args.volumes_from.clone(),
+        publish: args.publish.clone(),
+        publish_all: args.publish_all,
+        expose: args.expose.clone(),
+        ipv4_address: args.ip.clone().unwrap_or_default(),
+        network_aliases: args.network_alias.clone(),
+        dns: args.dns.clone(),
+        dns_search: args.dns_search.clone(),
+        dns_options: args.dns_option.clone(),
+        extra_hosts: args.add_host.clone(),
+        links: args.link.clone(),
     })
 }
 

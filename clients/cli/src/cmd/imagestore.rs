@@ -401,7 +401,7 @@ pub async fn prune_system(ctx: &Ctx, args: SystemPruneArgs) -> i32 {
         ""
     };
     let warning = format!(
-        "WARNING! This will remove:\n  - all stopped containers\n{volumes_line}{images_line}\n"
+        "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n{volumes_line}{images_line}\n"
     );
     if !args.force && !confirm(&warning) {
         return 0;
@@ -422,6 +422,10 @@ pub async fn prune_system(ctx: &Ctx, args: SystemPruneArgs) -> i32 {
     let mut out = String::new();
     crate::cmd::lifecycle::containers_report(&mut out, &containers.deleted);
     let mut total = containers.space_reclaimed;
+    if let Err(s) = crate::cmd::networks::prune_into(ctx, filters.clone(), &mut out).await {
+        eprint_err(&ctx.describe(&s));
+        return 1;
+    }
     if args.volumes {
         // Volumes have no creation-time filter.
         let mut vf = filters.clone();

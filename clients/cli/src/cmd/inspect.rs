@@ -58,8 +58,13 @@ pub async fn run(ctx: &Ctx, names: &[String], format: Option<&str>, kind: Option
                 Err(s) if s.code() == Code::NotFound => {
                     match crate::cmd::images::inspect_one(ctx, name).await {
                         Err(s) if s.code() == Code::NotFound => {
-                            errors.push(format!("Error: No such object: {name}"));
-                            continue;
+                            match crate::cmd::networks::inspect_one(ctx, name).await {
+                                Err(s) if s.code() == Code::NotFound => {
+                                    errors.push(format!("Error: No such object: {name}"));
+                                    continue;
+                                }
+                                other => other,
+                            }
                         }
                         other => other,
                     }

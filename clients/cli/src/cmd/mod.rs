@@ -6,6 +6,7 @@ pub mod images;
 pub mod imagestore;
 pub mod inspect;
 pub mod lifecycle;
+pub mod networks;
 pub mod processes;
 pub mod registry;
 pub mod system;
