@@ -522,7 +522,7 @@ impl Drop for Stack {
         }
         remove_cgroups(&ids);
         unmount_under(&self.dir);
-        net::remove_stack_network(&self.nft_table);
+        net::remove_stack_network(&self.nft_table, &self.bridge);
         if std::thread::panicking() {
             eprintln!("daemon logs of the failed test:\n{}", self.daemon_logs());
         }

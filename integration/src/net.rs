@@ -198,9 +198,11 @@ impl Drop for OtherHost {
     }
 }
 
-/// Deletes what a stack's berth-network left: the nftables table and the
-/// links it made (bridges carry the alias "berth:<table>").
-pub fn remove_stack_network(table: &str) {
+/// Deletes what a stack's berth-network left: the nftables table, its
+/// default bridge and the links it made (bridges carry the alias
+/// "berth:<table>").
+pub fn remove_stack_network(table: &str, bridge: &str) {
+    let _ = Command::new("ip").args(["link", "del", bridge]).output();
     let _ = Command::new("nft")
         .args(["delete", "table", "inet", table])
         .stderr(Stdio::null())

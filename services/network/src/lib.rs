@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod conntrack;
 pub mod ipam;
 pub mod link;
 pub mod nft;
@@ -1004,6 +1005,14 @@ impl NetworkService {
         let inner = &self.inner;
         if let Err(err) = inner.nl.delete_link(&e.host_if).await {
             warn!(container = %e.container_id, "{err}");
+        }
+        // After the link and the rules: no flow of the address outlives it.
+        let ip = e.ip;
+        match tokio::task::spawn_blocking(move || conntrack::forget(ip)).await {
+            Ok(Ok(n)) if n > 0 => info!(ip = %ip, entries = n, "removed conntrack entries"),
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => warn!(ip = %ip, "removing conntrack entries: {err}"),
+            Err(err) => warn!(ip = %ip, "removing conntrack entries: {err}"),
         }
         if let Err(err) = inner.ipam.release(&e.network_id, &e.container_id) {
             warn!(container = %e.container_id, "{err}");

@@ -78,7 +78,7 @@ impl Netlink {
         mtu: Option<u32>,
     ) -> Result<u32> {
         if self.index_of(name).await?.is_none() {
-            let mut b = LinkBridge::new(name).alias(alias);
+            let mut b = LinkBridge::new(name);
             if let Some(m) = mtu {
                 b = b.mtu(m);
             }
@@ -103,9 +103,10 @@ impl Netlink {
             Err(e) if errno(&e) == Some(libc::EEXIST) => {}
             Err(e) => return Err(fail(format!("add address {addr} to {name}"))(e)),
         }
+        // The kernel takes an alias only on a change, not at creation.
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
+            .set(LinkUnspec::new_with_index(index).alias(alias).up().build())
             .execute()
             .await
             .map_err(fail(format!("bring {name} up")))?;
