@@ -11,9 +11,9 @@ STATE=${BERTH_STATE:-/run/berth}
 LOG=${BERTH_DAEMON_LOG:-/var/log/berthd.log}
 
 export DEBIAN_FRONTEND=noninteractive
-if ! dpkg -s busybox-static protobuf-compiler e2fsprogs >/dev/null 2>&1; then
+if ! dpkg -s busybox-static protobuf-compiler e2fsprogs nftables iproute2 >/dev/null 2>&1; then
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends busybox-static protobuf-compiler e2fsprogs >/dev/null
+    apt-get install -y -qq --no-install-recommends busybox-static protobuf-compiler e2fsprogs nftables iproute2 >/dev/null
 fi
 
 cargo build --release --bins
