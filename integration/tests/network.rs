@@ -811,3 +811,270 @@ fn networking_survives_restarts_and_a_flushed_table() {
     assert_eq!(ports.trim(), "", "no veth is left on the bridge");
     stack.berth(&["network", "rm", "keep"]).ok();
 }
+
+/// A DNS query for `name` (type A) over TCP from inside `container`, with
+/// the host's python mounted read-only; the answered addresses.
+fn tcp_dns_query(stack: &Stack, container: &str, server: &str, name: &str) -> Vec<String> {
+    let script = format!(
+        r#"
+import socket, struct
+q = struct.pack('>HHHHHH', 0x1234, 0x0100, 1, 0, 0, 0)
+for part in '{name}'.split('.'):
+    q += bytes([len(part)]) + part.encode()
+q += b'\x00' + struct.pack('>HH', 1, 1)
+s = socket.create_connection(('{server}', 53), timeout=3)
+s.sendall(struct.pack('>H', len(q)) + q)
+n = struct.unpack('>H', s.recv(2))[0]
+r = b''
+while len(r) < n:
+    r += s.recv(n - len(r))
+an = struct.unpack('>H', r[6:8])[0]
+i = 12
+while r[i] != 0:
+    i += r[i] + 1
+i += 5
+def skip_name(i):
+    while True:
+        if r[i] & 0xc0 == 0xc0:
+            return i + 2
+        if r[i] == 0:
+            return i + 1
+        i += r[i] + 1
+for _ in range(an):
+    i = skip_name(i)
+    t, c, ttl, l = struct.unpack('>HHIH', r[i:i+10])
+    i += 10
+    if t == 1:
+        print('.'.join(str(b) for b in r[i:i+4]))
+    i += l
+"#
+    );
+    let r = stack.berth(&["exec", container, "/usr/bin/python3", "-c", &script]);
+    r.stdout.lines().map(String::from).collect()
+}
+
+/// The first address of each answer of `count` lookups of `name` (with
+/// busybox's nslookup, which asks the resolv.conf server itself; called by
+/// its full name since the image's /usr/bin may be the host's).
+fn first_answers(stack: &Stack, container: &str, name: &str, count: usize) -> Vec<String> {
+    let script = format!(
+        "for i in $(seq {count}); do busybox nslookup -type=a {name} | grep -A1 '^Name:' | sed -n 2p; done"
+    );
+    stack
+        .berth(&["exec", container, "sh", "-c", &script])
+        .ok()
+        .lines()
+        .filter_map(|l| l.strip_prefix("Address: ").map(|a| a.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn embedded_dns_answers_names_and_aliases_and_forwards_the_rest() {
+    require_root!();
+    // The upstream resolver: dnsmasq on loopback, knowing only up.test.
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up_port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("dnsmasq.log");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _dnsmasq = Kill(
+        std::process::Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                &format!("--port={up_port}"),
+                "--address=/up.test/10.9.9.9",
+                // Its own answers have TTL 0 unless told: then nothing may cache.
+                "--local-ttl=300",
+                "--log-queries",
+                &format!("--log-facility={}", log.display()),
+                "--user=root",
+                "--pid-file=",
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (apt-get install dnsmasq-base)"),
+    );
+    let upstream = format!("127.0.0.1:{up_port}");
+    let stack = Stack::start_with_env(Mode::AllInOne, &[("BERTH_DNS_UPSTREAM", upstream.as_str())]);
+    stack.import_busybox("bb");
+    let (l1, l2, l3) = (
+        SubnetLease::take(),
+        SubnetLease::take(),
+        SubnetLease::take(),
+    );
+    stack
+        .berth(&["network", "create", "--subnet", &l1.cidr(), "front"])
+        .ok();
+    stack
+        .berth(&["network", "create", "--subnet", &l2.cidr(), "back"])
+        .ok();
+    stack
+        .berth(&[
+            "network",
+            "create",
+            "--internal",
+            "--subnet",
+            &l3.cidr(),
+            "sealed",
+        ])
+        .ok();
+    let py = [
+        "-v",
+        "/usr:/usr:ro",
+        "-v",
+        "/usr/lib:/lib:ro",
+        "-v",
+        "/lib64:/lib64:ro",
+    ];
+    for (name, alias) in [("web1", "svc"), ("web2", "svc")] {
+        let mut a = vec![
+            "--name",
+            name,
+            "--network",
+            "front",
+            "--network-alias",
+            alias,
+        ];
+        a.extend_from_slice(&["bb", "sleep", "300"]);
+        run_d(&stack, &a);
+    }
+    let mut c = vec!["--name", "client", "--network", "front"];
+    c.extend_from_slice(&py);
+    c.extend_from_slice(&["bb", "sleep", "300"]);
+    run_d(&stack, &c);
+    run_d(
+        &stack,
+        &[
+            "--name",
+            "hidden",
+            "--network",
+            "back",
+            "bb",
+            "sleep",
+            "300",
+        ],
+    );
+    run_d(
+        &stack,
+        &[
+            "--name",
+            "lonely",
+            "--network",
+            "sealed",
+            "bb",
+            "sleep",
+            "300",
+        ],
+    );
+    run_d(
+        &stack,
+        &[
+            "--name",
+            "lonely2",
+            "--network",
+            "sealed",
+            "bb",
+            "sleep",
+            "300",
+        ],
+    );
+    let ip = |c: &str, n: &str| {
+        inspect(
+            &stack,
+            c,
+            &format!("{{{{.NetworkSettings.Networks.{n}.IPAddress}}}}"),
+        )
+    };
+    let (web1, web2, hidden) = (
+        ip("web1", "front"),
+        ip("web2", "front"),
+        ip("hidden", "back"),
+    );
+    // resolv.conf points at the network's embedded DNS (its gateway).
+    let resolv = stack
+        .berth(&["exec", "client", "cat", "/etc/resolv.conf"])
+        .ok();
+    assert!(
+        resolv.starts_with(&format!("nameserver {}\n", l1.ip(1))),
+        "{resolv}"
+    );
+    // Names, short ids and aliases, over UDP.
+    assert_eq!(
+        first_answers(&stack, "client", "web1", 1),
+        vec![web1.clone()]
+    );
+    let short = &stack.id_of("web2")[..12];
+    assert_eq!(
+        first_answers(&stack, "client", short, 1),
+        vec![web2.clone()]
+    );
+    // The C library's resolver (ping) uses it too.
+    assert!(ping(&stack, "client", "web2"));
+    // Shared aliases answer in shuffled order: each address comes first.
+    let firsts = first_answers(&stack, "client", "svc", 50);
+    assert_eq!(firsts.len(), 50, "{firsts:?}");
+    assert!(
+        firsts.contains(&web1) && firsts.contains(&web2),
+        "{firsts:?}"
+    );
+    assert!(
+        firsts.iter().all(|a| *a == web1 || *a == web2),
+        "{firsts:?}"
+    );
+    // TCP.
+    let mut tcp = tcp_dns_query(&stack, "client", &l1.ip(1).to_string(), "svc");
+    tcp.sort();
+    let mut want = vec![web1.clone(), web2.clone()];
+    want.sort();
+    assert_eq!(tcp, want);
+    // Names of other networks are not visible.
+    let out = stack.berth(&["exec", "client", "busybox", "nslookup", "-type=a", "hidden"]);
+    assert!(!out.stdout.contains(&hidden), "{out:?}");
+    // Unknown names go upstream, and the answer is cached.
+    for _ in 0..2 {
+        assert_eq!(
+            first_answers(&stack, "client", "up.test", 1),
+            vec!["10.9.9.9"]
+        );
+    }
+    let asked = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        asked.matches("query[A] up.test").count(),
+        1,
+        "one upstream query for two lookups:\n{asked}"
+    );
+    // A container only on an internal network resolves its neighbours,
+    // never outside names.
+    assert_eq!(
+        first_answers(&stack, "lonely", "lonely2", 1),
+        vec![ip("lonely2", "sealed")]
+    );
+    let out = stack.berth(&[
+        "exec", "lonely", "busybox", "nslookup", "-type=a", "up.test",
+    ]);
+    assert!(!out.stdout.contains("10.9.9.9"), "{out:?}");
+    // The default bridge has no embedded DNS, as in docker.
+    run_d(&stack, &["--name", "plain", "bb", "sleep", "300"]);
+    let resolv = stack
+        .berth(&["exec", "plain", "cat", "/etc/resolv.conf"])
+        .ok();
+    assert!(
+        !resolv.contains(&stack.bridge_subnet.ip(1).to_string()),
+        "{resolv}"
+    );
+    // A removed container's name goes.
+    stack.berth(&["rm", "-f", "web1"]).ok();
+    let firsts = first_answers(&stack, "client", "svc", 5);
+    assert!(firsts.iter().all(|a| *a == web2), "{firsts:?}");
+}

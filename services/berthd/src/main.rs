@@ -65,6 +65,16 @@ struct Cli {
     /// The default bridge network's MTU.
     #[arg(long = "bridge-mtu", global = true, env = "BERTH_BRIDGE_MTU")]
     bridge_mtu: Option<u32>,
+    /// Where the embedded DNS of user-defined networks forwards the names
+    /// it does not know (IP:PORT, repeatable); by default the host's
+    /// /etc/resolv.conf name servers.
+    #[arg(
+        long = "dns-upstream",
+        global = true,
+        env = "BERTH_DNS_UPSTREAM",
+        value_delimiter = ','
+    )]
+    dns_upstream: Vec<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -252,6 +262,7 @@ async fn run() -> Result<()> {
     network.bridge = cli.bridge.clone();
     network.bridge_subnet = cli.bridge_subnet;
     network.bridge_mtu = cli.bridge_mtu;
+    network.dns_upstreams = cli.dns_upstream.clone();
     let p = Paths {
         root: cli.root.clone(),
         state: cli.state.clone(),

@@ -46,6 +46,8 @@ pub struct Endpoint {
     pub gateway: String,
     pub mac: String,
     pub aliases: Vec<String>,
+    /// The network's embedded DNS server ("" on the default bridge).
+    pub dns_server: String,
 }
 
 /// What berth-network made for a running container.
@@ -92,6 +94,7 @@ pub fn endpoint_of(e: &berth_proto::network::v1::EndpointInfo) -> Endpoint {
         gateway: e.gateway.clone(),
         mac: e.mac_address.clone(),
         aliases: e.aliases.clone(),
+        dns_server: e.dns_server.clone(),
     }
 }
 

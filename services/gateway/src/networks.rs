@@ -283,7 +283,21 @@ impl Inner {
             }
             if mode != "host" && shared_from.is_none() {
                 let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-                let conf = networking::resolv_conf(&host, &hc.dns, &hc.dns_search, &hc.dns_options);
+                // On a user-defined network, names go to its embedded DNS
+                // (which forwards the rest), unless --dns says otherwise.
+                let embedded: Vec<String> = runtime
+                    .endpoints
+                    .first()
+                    .map(|e| e.dns_server.clone())
+                    .filter(|d| !d.is_empty())
+                    .into_iter()
+                    .collect();
+                let servers = if hc.dns.is_empty() {
+                    &embedded
+                } else {
+                    &hc.dns
+                };
+                let conf = networking::resolv_conf(&host, servers, &hc.dns_search, &hc.dns_options);
                 std::fs::write(dir.join("resolv.conf"), conf)
                     .map_err(Error::io("write resolv.conf"))?;
             }

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod conntrack;
+pub mod dns;
 pub mod ipam;
 pub mod link;
 pub mod nft;
@@ -113,6 +114,9 @@ pub struct NetworkConfig {
     pub bridge_subnet: Option<Ipv4Net>,
     /// The default bridge's MTU.
     pub bridge_mtu: Option<u32>,
+    /// Where the embedded DNS forwards names it does not know; empty: the
+    /// host's /etc/resolv.conf servers.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 impl NetworkConfig {
@@ -125,6 +129,7 @@ impl NetworkConfig {
             bridge: "berth0".into(),
             bridge_subnet: None,
             bridge_mtu: None,
+            dns_upstreams: Vec::new(),
         }
     }
 }
@@ -227,6 +232,7 @@ struct Inner {
     state: tokio::sync::Mutex<State>,
     /// Rules in our table after our last apply (for the watcher).
     rules: AtomicUsize,
+    dns: dns::Dns,
 }
 
 const BRIDGE_NAME_OPT: &str = "com.docker.network.bridge.name";
@@ -327,8 +333,10 @@ impl NetworkService {
         let store = Store::open(&cfg.root.join("network.redb"))?;
         let ipam = Ipam::open(&cfg.root.join("ipam.redb"))?;
         let nl = link::Netlink::connect()?;
+        let dns = dns::Dns::new(&dns::upstreams(&cfg.dns_upstreams));
         let svc = NetworkService {
             inner: Arc::new(Inner {
+                dns,
                 cfg,
                 netns_dir,
                 store,
@@ -393,7 +401,36 @@ impl NetworkService {
             }
         }
         self.apply_rules(&st).await?;
+        self.refresh_dns(&st);
         Ok(())
+    }
+
+    /// Gives the embedded DNS the current endpoints.
+    fn refresh_dns(&self, st: &State) {
+        let entries = st.endpoints.values().map(|e| dns::DnsEntry {
+            network: &e.network_id,
+            container_id: &e.container_id,
+            container_name: &e.container_name,
+            aliases: &e.aliases,
+            ip: e.ip,
+        });
+        let internal = st
+            .networks
+            .values()
+            .filter(|n| n.internal)
+            .map(|n| n.id.clone());
+        self.inner
+            .dns
+            .set_table(dns::DnsTable::build(entries, internal));
+    }
+
+    /// The embedded DNS server of an endpoint's network (user-defined
+    /// networks only), or "".
+    async fn dns_server_of(&self, n: &NetworkRecord) -> String {
+        match n.pool {
+            Some(p) if !n.builtin && self.inner.dns.serving(&n.id).await => p.gateway.to_string(),
+            _ => String::new(),
+        }
     }
 
     /// Makes the records of bridge, host and none if missing.
@@ -466,6 +503,9 @@ impl NetworkService {
                 info!("enabling IPv4 forwarding ({fwd}), as docker does");
                 sysctl(fwd, "1")?;
             }
+        }
+        if !n.builtin {
+            self.inner.dns.serve(&n.id, pool.gateway).await;
         }
         Ok(index)
     }
@@ -647,12 +687,14 @@ impl NetworkService {
             let routes = inner.nl.routes().await?;
             rec.pool = Some(inner.ipam.add_network(&id, &pool_req, &routes)?);
             if let Err(e) = self.ensure_bridge(&rec).await {
+                inner.dns.stop(&id).await;
                 let _ = inner.nl.delete_link(&bridge).await;
                 let _ = inner.ipam.remove_network(&id);
                 return Err(e);
             }
         }
         if let Err(e) = inner.store.put_network(&rec) {
+            inner.dns.stop(&id).await;
             let _ = inner.nl.delete_link(&bridge).await;
             let _ = inner.ipam.remove_network(&id);
             return Err(e.into());
@@ -661,6 +703,7 @@ impl NetworkService {
         if let Err(e) = self.apply_rules(&st).await {
             st.networks.remove(&id);
             let _ = inner.store.delete_network(&id);
+            inner.dns.stop(&id).await;
             let _ = inner.nl.delete_link(&bridge).await;
             let _ = inner.ipam.remove_network(&id);
             let _ = self.apply_rules(&st).await;
@@ -718,6 +761,7 @@ impl NetworkService {
         }
         st.networks.remove(&n.id);
         self.apply_rules(&st).await?;
+        inner.dns.stop(&n.id).await;
         inner.nl.delete_link(&n.bridge).await?;
         inner.store.delete_network(&n.id)?;
         inner.ipam.remove_network(&n.id)?;
@@ -804,10 +848,13 @@ impl NetworkService {
         match result {
             Ok((made, ports)) => {
                 let st = self.inner.state.lock().await;
-                let infos = made
-                    .iter()
-                    .map(|e| endpoint_info(e, &st.networks[&e.network_id]))
-                    .collect();
+                let mut infos = Vec::new();
+                for e in &made {
+                    let n = &st.networks[&e.network_id];
+                    let mut info = endpoint_info(e, n);
+                    info.dns_server = self.dns_server_of(n).await;
+                    infos.push(info);
+                }
                 let mut interfaces = vec!["lo".to_string()];
                 interfaces.extend(made.iter().map(|e| e.ifname.clone()));
                 Ok(AttachResponse {
@@ -925,6 +972,7 @@ impl NetworkService {
         }
         st.endpoints
             .insert((id.to_string(), net.id.clone()), rec.clone());
+        self.refresh_dns(st);
         info!(container = %id, network = %net.name, ip = %ip, interface = %rec.ifname, "connected");
         Ok(rec)
     }
@@ -1022,6 +1070,7 @@ impl NetworkService {
         }
         st.endpoints
             .remove(&(e.container_id.clone(), e.network_id.clone()));
+        self.refresh_dns(st);
     }
 
     /// Tears down everything of container `id`. Idempotent.
@@ -1083,7 +1132,10 @@ impl NetworkService {
         let e = self
             .connect_locked(&mut st, ns, id, name, &path, cfg)
             .await?;
-        Ok(endpoint_info(&e, &st.networks[&e.network_id]))
+        let n = &st.networks[&e.network_id];
+        let mut info = endpoint_info(&e, n);
+        info.dns_server = self.dns_server_of(n).await;
+        Ok(info)
     }
 
     /// Disconnects a running container from a network.
@@ -1138,6 +1190,7 @@ fn endpoint_info(e: &EndpointRecord, n: &NetworkRecord) -> EndpointInfo {
         mac_address: e.mac.clone(),
         aliases: e.aliases.clone(),
         endpoint_id: e.endpoint_id.clone(),
+        dns_server: String::new(),
     }
 }
 
