@@ -77,9 +77,17 @@ fn inside_the_container() {
         s.run(&["-h", "myhost", "busybox", "hostname"]).ok(),
         "myhost\n"
     );
-    // Network namespace with only loopback.
+    // The default bridge: loopback and eth0, as docker.
     assert_eq!(
         s.run(&["busybox", "ls", "/sys/class/net"])
+            .ok()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        vec!["eth0", "lo"]
+    );
+    // --network none: a namespace with only loopback.
+    assert_eq!(
+        s.run(&["--network", "none", "busybox", "ls", "/sys/class/net"])
             .ok()
             .split_whitespace()
             .collect::<Vec<_>>(),

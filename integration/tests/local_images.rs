@@ -848,7 +848,7 @@ fn image_and_system_prune_and_df() {
     let r = s.berth_stdin(&["system", "prune"], b"no\n");
     assert_eq!(
         r.stdout,
-        "WARNING! This will remove:\n  - all stopped containers\n  - all dangling images\n\nAre you sure you want to continue? [y/N] "
+        "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n  - all dangling images\n\nAre you sure you want to continue? [y/N] "
     );
     assert_eq!(s.berth(&["inspect", &cname]).code, 0);
     let r = s.berth(&["system", "prune", "-f"]).ok();

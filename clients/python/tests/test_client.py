@@ -91,9 +91,17 @@ def berthd():
     log_path = os.path.join(root, "berthd.log")
     log = open(log_path, "wb")
     proc = None
+    # Networking of its own (outside the 10.64+ ranges the Rust tests use),
+    # removed afterwards.
+    tag = f"{os.getpid() & 0xFFFF:04x}"
+    table, bridge = f"berth-py-{tag}", f"bpy{tag}"
+    subnet = f"10.63.{os.getpid() % 256}.0/24"
     try:
         proc = subprocess.Popen(
-            [str(BERTHD), "--root", root, "--state", state],
+            [
+                str(BERTHD), "--root", root, "--state", state,
+                "--nft-table", table, "--bridge", bridge, "--bridge-subnet", subnet,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -129,6 +137,8 @@ def berthd():
                 proc.kill()
                 proc.wait()
         log.close()
+        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
         unmount_under(root, state)
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)

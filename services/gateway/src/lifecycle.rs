@@ -375,7 +375,25 @@ impl Inner {
             .collect();
         for (ns, id) in todo {
             info!(id = %id, "starting container (restart policy, daemon start)");
-            if let Err(e) = self.start_container(&ns, &id).await {
+            // A service started beside the gateway (split mode, systemd)
+            // may not serve yet: wait for it rather than give up.
+            let mut delay = std::time::Duration::from_millis(100);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let result = loop {
+                match self.start_container(&ns, &id).await {
+                    Err(Error::Service {
+                        code: tonic::Code::Unavailable,
+                        service,
+                        message,
+                    }) if std::time::Instant::now() < deadline => {
+                        info!(id = %id, "{service} is not serving yet ({message}); retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(std::time::Duration::from_secs(2));
+                    }
+                    other => break other,
+                }
+            };
+            if let Err(e) = result {
                 warn!(id = %id, "restart policy at daemon start: {e}");
                 let _ = self.update(&ns, &id, true, |c| {
                     if c.state.status == "restarting" {
