@@ -50,14 +50,8 @@ P="podman --root $work/podman --runroot $work/podman-run --storage-driver overla
 PU="--ulimit nofile=20000:20000 --ulimit nproc=1000:1000"
 
 # A busybox rootfs for both engines.
-mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/tmp"
-cp /bin/busybox "$work/rootfs/bin/"
-for a in $(/bin/busybox --list-full); do
-    [ "$a" = bin/busybox ] && continue
-    mkdir -p "$work/rootfs/$(dirname "$a")"; ln -sf /bin/busybox "$work/rootfs/$a"
-done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$work/rootfs/etc/passwd"
-tar -C "$work/rootfs" -cf "$work/busybox.tar" .
+. integration/bench/lib.sh
+busybox_tar "$work"
 
 "$BIN/berthd" --root "$work/berth-root" --state "$work/berth-state" \
     --nft-table "$TABLE" --bridge "$BR" --bridge-subnet 10.231.0.0/24 >"$work/berthd.log" 2>&1 &

@@ -28,14 +28,8 @@ cleanup() {
 trap cleanup EXIT
 
 # The same busybox rootfs for everyone.
-mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/tmp"
-cp /bin/busybox "$work/rootfs/bin/"
-for a in $(/bin/busybox --list-full); do
-    [ "$a" = bin/busybox ] && continue
-    mkdir -p "$work/rootfs/$(dirname "$a")"; ln -sf /bin/busybox "$work/rootfs/$a"
-done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$work/rootfs/etc/passwd"
-tar -C "$work/rootfs" -cf "$work/busybox.tar" .
+. integration/bench/lib.sh
+busybox_tar "$work"
 
 # berth
 "$BIN/berthd" --root "$work/berth-root" --state "$work/berth-state" >"$work/berthd.log" 2>&1 &

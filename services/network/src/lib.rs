@@ -145,6 +145,17 @@ struct State {
 }
 
 impl State {
+    /// Closes the sockets that hold `ports`.
+    fn release_ports(&mut self, ports: &[PortRecord]) {
+        for p in ports {
+            self.reservations.release(
+                &p.proto,
+                p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                p.host_port,
+            );
+        }
+    }
+
     fn endpoints_of(&self, container: &str) -> Vec<EndpointRecord> {
         self.endpoints
             .range((container.to_string(), String::new())..)
@@ -1033,13 +1044,7 @@ impl NetworkService {
             Err(e) => Err(e),
         };
         if let Err(e) = result {
-            for p in &made {
-                st.reservations.release(
-                    &p.proto,
-                    p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-                    p.host_port,
-                );
-            }
+            st.release_ports(&made);
             return Err(e);
         }
         st.ports.insert(id.to_string(), made.clone());
@@ -1081,13 +1086,7 @@ impl NetworkService {
             let eps = st.endpoints_of(id);
             let had_ports = st.ports.remove(id);
             if let Some(ports) = &had_ports {
-                for p in ports {
-                    st.reservations.release(
-                        &p.proto,
-                        p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-                        p.host_port,
-                    );
-                }
+                st.release_ports(ports);
                 self.inner.store.delete_ports(id)?;
                 self.apply_rules(&st).await?;
             }
@@ -1155,13 +1154,7 @@ impl NetworkService {
                 ports.drain(..).partition(|p| p.ip == e.ip);
             *ports = kept.clone();
             if !gone.is_empty() {
-                for p in &gone {
-                    st.reservations.release(
-                        &p.proto,
-                        p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-                        p.host_port,
-                    );
-                }
+                st.release_ports(&gone);
                 self.inner.store.put_ports(id, &kept)?;
                 self.apply_rules(&st).await?;
             }

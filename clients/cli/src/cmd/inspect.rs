@@ -84,6 +84,40 @@ pub async fn run(ctx: &Ctx, names: &[String], format: Option<&str>, kind: Option
     print_docs(&docs, tmpl.as_ref(), json_lines, errors)
 }
 
+/// Fetches the document of each of `names` with `fetch` and prints them
+/// as docker does (`--format`, errors after the documents); the exit code.
+pub async fn fetch_and_print<'a, F, Fut>(
+    ctx: &Ctx,
+    names: &'a [String],
+    format: Option<&str>,
+    fetch: F,
+) -> i32
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, tonic::Status>>,
+{
+    let tmpl = match format_template(format) {
+        Ok(t) => t,
+        Err(e) => {
+            eprint_err(&e);
+            return 1;
+        }
+    };
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for name in names {
+        match fetch(name).await {
+            Ok(d) => docs.push(d),
+            Err(s) if is_connect_error(&s) => {
+                eprint_err(&ctx.cannot_connect());
+                return 1;
+            }
+            Err(s) => errors.push(ctx.describe(&s)),
+        }
+    }
+    print_docs(&docs, tmpl.as_ref(), format == Some("json"), errors)
+}
+
 /// Prints inspect documents as docker does (indented JSON, `--format json`
 /// lines, or a template per document), then the errors; the exit code.
 pub fn print_docs(

@@ -138,23 +138,6 @@ pub struct PortArgs {
     pub port: Option<String>,
 }
 
-/// `KEY=VALUE` pairs (a bare label is a key with an empty value).
-fn key_values(specs: &[String], what: &str) -> Result<HashMap<String, String>, String> {
-    let mut out = HashMap::new();
-    for s in specs {
-        match s.split_once('=') {
-            Some((k, v)) if !k.is_empty() => {
-                out.insert(k.to_string(), v.to_string());
-            }
-            None if what == "label" && !s.is_empty() => {
-                out.insert(s.clone(), String::new());
-            }
-            _ => return Err(format!("invalid {what} '{s}': expected KEY=VALUE")),
-        }
-    }
-    Ok(out)
-}
-
 /// At most one value of a repeatable docker flag (berth's networks have
 /// one IPv4 subnet).
 fn one(v: &[String], flag: &str) -> Result<String, String> {
@@ -187,8 +170,8 @@ pub async fn run(ctx: &Ctx, cmd: NetworkCommand) -> i32 {
 }
 
 async fn create(ctx: &Ctx, a: CreateArgs) -> Result<(), String> {
-    let labels = key_values(&a.label, "label")?;
-    let options = key_values(&a.opt, "opt")?;
+    let labels = crate::cmd::volumes::key_values(&a.label, "label")?;
+    let options = crate::cmd::volumes::key_values(&a.opt, "opt")?;
     let n = ctx
         .networks()
         .create(ctx.req(CreateNetworkRequest {
@@ -273,31 +256,10 @@ pub async fn inspect_one(ctx: &Ctx, name: &str) -> Result<Value, tonic::Status> 
 }
 
 async fn inspect(ctx: &Ctx, a: InspectArgs) -> i32 {
-    let tmpl = match crate::cmd::inspect::format_template(a.format.as_deref()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprint_err(&e);
-            return 1;
-        }
-    };
-    let mut docs = Vec::new();
-    let mut errors = Vec::new();
-    for name in &a.names {
-        match inspect_one(ctx, name).await {
-            Ok(d) => docs.push(d),
-            Err(s) if crate::ctx::is_connect_error(&s) => {
-                eprint_err(&ctx.cannot_connect());
-                return 1;
-            }
-            Err(s) => errors.push(ctx.describe(&s)),
-        }
-    }
-    crate::cmd::inspect::print_docs(
-        &docs,
-        tmpl.as_ref(),
-        a.format.as_deref() == Some("json"),
-        errors,
-    )
+    crate::cmd::inspect::fetch_and_print(ctx, &a.names, a.format.as_deref(), |n| {
+        inspect_one(ctx, n)
+    })
+    .await
 }
 
 async fn rm(ctx: &Ctx, a: RmArgs) -> i32 {

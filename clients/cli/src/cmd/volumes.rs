@@ -91,8 +91,9 @@ pub struct PruneArgs {
     pub force: bool,
 }
 
-/// `KEY=VALUE` pairs of --label / --opt.
-fn key_values(specs: &[String], what: &str) -> Result<HashMap<String, String>, String> {
+/// `KEY=VALUE` pairs of --label / --opt (a bare label is a key with an
+/// empty value, as docker).
+pub(crate) fn key_values(specs: &[String], what: &str) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();
     for s in specs {
         match s.split_once('=') {
@@ -228,35 +229,16 @@ async fn ls(ctx: &Ctx, a: LsArgs) -> i32 {
 }
 
 async fn inspect(ctx: &Ctx, a: InspectArgs) -> i32 {
-    let tmpl = match crate::cmd::inspect::format_template(a.format.as_deref()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprint_err(&e);
-            return 1;
-        }
-    };
-    let mut docs = Vec::new();
-    let mut errors = Vec::new();
-    for name in &a.names {
-        match ctx
+    crate::cmd::inspect::fetch_and_print(ctx, &a.names, a.format.as_deref(), |name| async move {
+        let v = ctx
             .volumes()
-            .inspect(ctx.req(VolumeRef { name: name.clone() }))
-            .await
-        {
-            Ok(v) => docs.push(doc(&v.into_inner())),
-            Err(s) if crate::ctx::is_connect_error(&s) => {
-                eprint_err(&ctx.cannot_connect());
-                return 1;
-            }
-            Err(s) => errors.push(ctx.describe(&s)),
-        }
-    }
-    crate::cmd::inspect::print_docs(
-        &docs,
-        tmpl.as_ref(),
-        a.format.as_deref() == Some("json"),
-        errors,
-    )
+            .inspect(ctx.req(VolumeRef {
+                name: name.to_string(),
+            }))
+            .await?;
+        Ok(doc(&v.into_inner()))
+    })
+    .await
 }
 
 async fn rm(ctx: &Ctx, a: RmArgs) -> i32 {
