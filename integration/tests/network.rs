@@ -1064,6 +1064,17 @@ fn embedded_dns_answers_names_and_aliases_and_forwards_the_rest() {
         "exec", "lonely", "busybox", "nslookup", "-type=a", "up.test",
     ]);
     assert!(!out.stdout.contains("10.9.9.9"), "{out:?}");
+    // Nobody but the network's containers is answered: the host asking
+    // the gateway address is refused (it is not an open resolver).
+    let out = std::process::Command::new("busybox")
+        .args(["nslookup", "-type=a", "up.test", &l1.ip(1).to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("REFUSED") && !text.contains("10.9.9.9"),
+        "{text}"
+    );
     // The default bridge has no embedded DNS, as in docker.
     run_d(&stack, &["--name", "plain", "bb", "sleep", "300"]);
     let resolv = stack

@@ -119,13 +119,18 @@ impl DnsTable {
             .flatten()
     }
 
+    /// Whether `src` is one of our containers: nobody else is answered (the
+    /// server listens on the gateway addresses, which other hosts might
+    /// route to; it must not be an open resolver).
+    fn knows(&self, src: Ipv4Addr) -> bool {
+        self.owner.contains_key(&src)
+    }
+
     /// Whether names the table does not know may be forwarded for `src`:
     /// not for a container only on internal networks.
     fn may_forward(&self, src: Ipv4Addr) -> bool {
-        match self.networks_of(src) {
-            Some(nets) => nets.iter().any(|n| !self.internal.contains(n)),
-            None => true,
-        }
+        self.networks_of(src)
+            .is_some_and(|nets| nets.iter().any(|n| !self.internal.contains(n)))
     }
 }
 
@@ -214,6 +219,9 @@ impl Handler {
         let text = name.to_string();
         let (local, reverse, forward) = {
             let t = self.table.read().expect("dns table lock");
+            if !t.knows(src) {
+                return Answer::Code(ResponseCode::Refused);
+            }
             let local = t.lookup(src, &text);
             let reverse = ptr_target(&text).and_then(|ip| t.reverse(src, ip).map(String::from));
             (local, reverse, t.may_forward(src))
@@ -448,6 +456,11 @@ mod tests {
         assert_eq!(t.reverse(web1, Ipv4Addr::new(10, 1, 0, 2)), None);
         assert!(t.may_forward(web1));
         assert!(!t.may_forward(Ipv4Addr::new(10, 1, 0, 2)));
+        // Strangers get nothing, forwarded or not.
+        let stranger = Ipv4Addr::new(192, 0, 2, 1);
+        assert!(t.knows(web1) && !t.knows(stranger));
+        assert!(!t.may_forward(stranger));
+        assert!(t.lookup(stranger, "web1").is_empty());
         assert_eq!(
             ptr_target("3.0.0.10.in-addr.arpa."),
             Some(Ipv4Addr::new(10, 0, 0, 3))
