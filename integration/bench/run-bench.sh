@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Benchmark: `berth run --rm busybox true` end to end through the CLI, side by
-# side with `ctr run --rm` (containerd + runc) and `podman run --rm --network
-# none`, same busybox rootfs, in one hyperfine run. Needs root. Prints the
+# Benchmark: `berth run --rm --network none busybox true` end to end through
+# the CLI, side by side with `ctr run --rm` (containerd + runc, no network)
+# and `podman run --rm --network none`, same busybox rootfs, in one hyperfine
+# run (the bridge is measured by net-bench.sh). Needs root. Prints the
 # hyperfine table; results also go to $OUT (markdown).
 #
 #   sudo integration/bench/run-bench.sh [RUNS]
@@ -50,7 +51,7 @@ for _ in $(seq 100); do ctr -a "$work/ctr.sock" version >/dev/null 2>&1 && break
 ctr -a "$work/ctr.sock" -n bench image import --base-name localhost/busybox "$work/busybox-oci.tar" >/dev/null
 
 hyperfine -N --warmup 3 --runs "$RUNS" --export-markdown "$OUT" \
-    -n berth "$BIN/berth run --rm busybox true" \
+    -n "berth --network none" "$BIN/berth run --rm --network none busybox true" \
     -n "ctr (containerd+runc)" "ctr -a $work/ctr.sock -n bench run --rm localhost/busybox:latest bench-run true" \
     -n "podman" "$P run --rm --network none --ulimit nofile=20000:20000 --ulimit nproc=1000:1000 localhost/busybox:latest true"
 cat "$OUT"
