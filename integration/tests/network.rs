@@ -346,6 +346,32 @@ fn published_ports_answer_from_everywhere_and_go_with_the_container() {
         let out = other.cmd(&["python3", "-c", &ask]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim() == "echo:udp-hello"
     });
+    // A host range for one container port takes its first free port.
+    let held = TcpListener::bind(("0.0.0.0", 0)).unwrap();
+    let r0 = held.local_addr().unwrap().port();
+    let range = format!("{r0}-{}:80", r0 + 9);
+    run_d(
+        &stack,
+        &["--name", "rng", "-p", &range, "bb", "sleep", "300"],
+    );
+    let got: u16 = stack
+        .berth(&["port", "rng", "80"])
+        .ok()
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(got > r0 && got <= r0 + 9, "{got} is not in {range}");
+    assert_eq!(
+        inspect(&stack, "rng", "{{json .HostConfig.PortBindings}}"),
+        format!(
+            "{{\"80/tcp\":[{{\"HostIp\":\"\",\"HostPort\":\"{r0}-{}\"}}]}}",
+            r0 + 9
+        )
+    );
+    drop(held);
     // -P publishes the exposed ports to random ones.
     run_d(
         &stack,

@@ -20,6 +20,10 @@ pub struct PortBinding {
     /// 0: a free port.
     pub host_port: u16,
     pub container_port: u16,
+    /// With host_port: the end of a range to pick the first free port
+    /// from (`-p 8000-8010:80`); 0: none.
+    #[serde(default)]
+    pub host_port_end: u16,
 }
 
 /// A network the container joins, with --ip and --network-alias
@@ -72,6 +76,7 @@ impl NetRuntime {
                     host_ip: p.host_ip.clone(),
                     host_port: p.host_port as u16,
                     container_port: p.container_port as u16,
+                    host_port_end: 0,
                 })
                 .collect(),
         }
@@ -152,6 +157,17 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortBinding>, String> {
         return Err(format!("no port specified: {spec:?}"));
     }
     let (c0, c1) = parse_range(container, "container", spec)?;
+    if !host.is_empty() && c0 == c1 {
+        // One container port, maybe a host range to choose from.
+        let (h0, h1) = parse_range(host, "host", spec)?;
+        return Ok(vec![PortBinding {
+            proto,
+            host_ip: host_ip.to_string(),
+            host_port: h0,
+            container_port: c0,
+            host_port_end: if h1 > h0 { h1 } else { 0 },
+        }]);
+    }
     let hosts: Vec<u16> = if host.is_empty() {
         vec![0; (c1 - c0 + 1) as usize]
     } else {
@@ -170,6 +186,7 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortBinding>, String> {
             host_ip: host_ip.to_string(),
             host_port: h,
             container_port: c,
+            host_port_end: 0,
         })
         .collect())
 }
@@ -292,6 +309,7 @@ pub fn port_mappings(b: &[PortBinding]) -> Vec<PortMapping> {
             host_ip: p.host_ip.clone(),
             host_port: p.host_port as u32,
             container_port: p.container_port as u32,
+            host_port_end: p.host_port_end as u32,
         })
         .collect()
 }
@@ -312,10 +330,10 @@ pub fn ports_doc(bindings: &[PortBinding], exposed: &[String], made: bool) -> Va
         } else {
             b.host_ip.clone()
         };
-        let host_port = if b.host_port == 0 {
-            String::new()
-        } else {
-            b.host_port.to_string()
+        let host_port = match (b.host_port, b.host_port_end) {
+            (0, _) => String::new(),
+            (h, 0) => h.to_string(),
+            (h, e) => format!("{h}-{e}"),
         };
         let entry = m.entry(key).or_insert_with(|| json!([]));
         if !entry.is_array() {
@@ -338,6 +356,7 @@ mod tests {
             host_ip: ip.into(),
             host_port: h,
             container_port: c,
+            host_port_end: 0,
         }
     }
 
@@ -361,6 +380,15 @@ mod tests {
             vec![b("tcp", "", 8000, 80), b("tcp", "", 8001, 81)]
         );
         assert_eq!(parse_publish("80-81").unwrap().len(), 2);
+        let r = parse_publish("8000-8010:80").unwrap();
+        assert_eq!(
+            (r.len(), r[0].host_port, r[0].host_port_end),
+            (1, 8000, 8010)
+        );
+        assert_eq!(
+            ports_doc(&r, &[], false)["80/tcp"][0]["HostPort"],
+            "8000-8010"
+        );
         for bad in [
             "",
             "x",

@@ -241,6 +241,7 @@ impl Inner {
                         proto: proto.to_string(),
                         host_ip: String::new(),
                         host_port: 0,
+                        host_port_end: 0,
                         container_port: port,
                     });
                 }

@@ -879,6 +879,7 @@ impl NetworkService {
                             host_ip: p.host_ip.map(|i| i.to_string()).unwrap_or_default(),
                             host_port: p.host_port as u32,
                             container_port: p.container_port as u32,
+                            host_port_end: 0,
                         })
                         .collect(),
                 })
@@ -1024,11 +1025,20 @@ impl NetworkService {
                         )))
                     }
                 };
-                let got = st.reservations.reserve(
-                    proto,
-                    host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-                    host_port,
-                )?;
+                let end = port(p.host_port_end, "host")?;
+                let addr = host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+                let got = if end > host_port && host_port != 0 {
+                    // The first free port of the range, as docker.
+                    (host_port..=end)
+                        .find_map(|h| st.reservations.reserve(proto, addr, h).ok())
+                        .ok_or_else(|| {
+                            Error::AlreadyExists(format!(
+                                "Bind for {addr}:{host_port}-{end} failed: all ports of the range are allocated"
+                            ))
+                        })?
+                } else {
+                    st.reservations.reserve(proto, addr, host_port)?
+                };
                 made.push(PortRecord {
                     proto: proto.to_string(),
                     host_ip,
