@@ -1066,23 +1066,40 @@ impl NetworkService {
     /// the record. Logs rather than fails: teardown goes on.
     async fn drop_endpoint(&self, st: &mut State, e: &EndpointRecord) {
         let inner = &self.inner;
+        let t0 = std::time::Instant::now();
         if let Err(err) = inner.nl.delete_link(&e.host_if).await {
             warn!(container = %e.container_id, "{err}");
         }
+        let t1 = std::time::Instant::now();
         // After the link and the rules: no flow of the address outlives it.
         let ip = e.ip;
-        match tokio::task::spawn_blocking(move || conntrack::forget(ip)).await {
-            Ok(Ok(n)) if n > 0 => info!(ip = %ip, entries = n, "removed conntrack entries"),
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => warn!(ip = %ip, "removing conntrack entries: {err}"),
-            Err(err) => warn!(ip = %ip, "removing conntrack entries: {err}"),
-        }
+        let conntrack = match tokio::task::spawn_blocking(move || conntrack::forget(ip)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(err)) => {
+                warn!(ip = %ip, "removing conntrack entries: {err}");
+                0
+            }
+            Err(err) => {
+                warn!(ip = %ip, "removing conntrack entries: {err}");
+                0
+            }
+        };
+        let t2 = std::time::Instant::now();
         if let Err(err) = inner.ipam.release(&e.network_id, &e.container_id) {
             warn!(container = %e.container_id, "{err}");
         }
         if let Err(err) = inner.store.delete_endpoint(&e.container_id, &e.network_id) {
             warn!(container = %e.container_id, "{err}");
         }
+        info!(
+            container = %e.container_id,
+            ip = %ip,
+            conntrack_entries = conntrack,
+            link_ms = (t1 - t0).as_millis() as u64,
+            conntrack_ms = (t2 - t1).as_millis() as u64,
+            records_ms = t2.elapsed().as_millis() as u64,
+            "removed endpoint"
+        );
         st.endpoints
             .remove(&(e.container_id.clone(), e.network_id.clone()));
         self.refresh_dns(st);
