@@ -519,6 +519,18 @@ impl Inner {
             .delete(request(ns, DeleteRequest { id: id.clone() }))
             .await;
 
+        // Leftovers of a teardown that could not finish (berth-network was
+        // away when the last run ended).
+        let _ = self
+            .network
+            .clone()
+            .detach(request(
+                ns,
+                NetDetach {
+                    container_id: id.clone(),
+                },
+            ))
+            .await;
         let netns = self.attach_container(ns, &rec).await?;
         let result = async {
             let mounts = self.snapshot_mounts(ns, &rec).await?;
@@ -724,6 +736,22 @@ impl Inner {
         };
         let mut restart_in = None;
         let mut new_oom = false;
+        // The network goes before the exit is recorded: once the state
+        // says exited, a new start may attach, and a late detach would take
+        // the new run's interfaces and ports.
+        if let Err(s) = self
+            .network
+            .clone()
+            .detach(request(
+                ns,
+                NetDetach {
+                    container_id: id.to_string(),
+                },
+            ))
+            .await
+        {
+            warn!(id, "network teardown: {}", s.message());
+        }
         // Durable: the task (and the exit file in its bundle) is deleted
         // next, so after a crash this record is the only place the exit is
         // known. Not for --rm, whose record is deleted (durably) right after.
@@ -763,16 +791,6 @@ impl Inner {
             .tasks
             .clone()
             .delete(request(ns, DeleteRequest { id: id.to_string() }))
-            .await;
-        let _ = self
-            .network
-            .clone()
-            .detach(request(
-                ns,
-                NetDetach {
-                    container_id: id.to_string(),
-                },
-            ))
             .await;
         if rec.host_config.auto_remove {
             self.destroy(ns, &rec, true).await;

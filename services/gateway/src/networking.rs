@@ -254,6 +254,29 @@ pub fn hosts_file(
     s
 }
 
+/// The host's resolver configuration as containers should see it: with
+/// systemd-resolved's stub (only loopback servers) the upstream file it
+/// keeps, as docker does.
+pub fn host_resolv_conf() -> String {
+    let main = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let only_loopback = {
+        let servers: Vec<std::net::IpAddr> = main
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some("nameserver")).then(|| w.next()?.parse().ok())?
+            })
+            .collect();
+        !servers.is_empty() && servers.iter().all(|a| a.is_loopback())
+    };
+    if only_loopback {
+        if let Ok(up) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+            return up;
+        }
+    }
+    main
+}
+
 /// /etc/resolv.conf: the host's, without loopback name servers (they
 /// cannot be reached from the container's namespace), with --dns,
 /// --dns-search and --dns-option replacing the host's values.

@@ -283,14 +283,14 @@ impl Inner {
                 self.write_hosts(ns, rec, &runtime)?;
             }
             if mode != "host" && shared_from.is_none() {
-                let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+                let host = networking::host_resolv_conf();
                 // On a user-defined network, names go to its embedded DNS
                 // (which forwards the rest), unless --dns says otherwise.
                 let embedded: Vec<String> = runtime
                     .endpoints
-                    .first()
+                    .iter()
                     .map(|e| e.dns_server.clone())
-                    .filter(|d| !d.is_empty())
+                    .find(|d| !d.is_empty())
                     .into_iter()
                     .collect();
                 let servers = if hc.dns.is_empty() {

@@ -330,6 +330,25 @@ impl RequestHandler for Handler {
     }
 }
 
+/// A UDP socket and a TCP listener on `sa`, bound to `device`.
+fn bind_on_device(
+    sa: SocketAddr,
+    device: &str,
+) -> std::io::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    use nix::sys::socket::{setsockopt, sockopt::BindToDevice};
+    let dev = std::ffi::OsString::from(device);
+    let udp = std::net::UdpSocket::bind(sa)?;
+    setsockopt(&udp, BindToDevice, &dev).map_err(std::io::Error::from)?;
+    udp.set_nonblocking(true)?;
+    let tcp = std::net::TcpListener::bind(sa)?;
+    setsockopt(&tcp, BindToDevice, &dev).map_err(std::io::Error::from)?;
+    tcp.set_nonblocking(true)?;
+    Ok((
+        tokio::net::UdpSocket::from_std(udp)?,
+        tokio::net::TcpListener::from_std(tcp)?,
+    ))
+}
+
 /// The DNS servers of the user-defined networks.
 pub struct Dns {
     table: Arc<RwLock<DnsTable>>,
@@ -351,25 +370,20 @@ impl Dns {
         *self.table.write().expect("dns table lock") = t;
     }
 
-    /// Serves network `id` on `addr`:53 (UDP and TCP), if not yet.
-    /// Returns whether it serves.
-    pub async fn serve(&self, id: &str, addr: Ipv4Addr) -> bool {
+    /// Serves network `id` on `addr`:53 (UDP and TCP), if not yet, taking
+    /// only what arrives on its bridge `device` (a packet from elsewhere
+    /// claiming a container's address is never answered). Returns whether
+    /// it serves.
+    pub async fn serve(&self, id: &str, addr: Ipv4Addr, device: &str) -> bool {
         let mut servers = self.servers.lock().await;
         if servers.contains_key(id) {
             return true;
         }
         let sa = SocketAddr::new(IpAddr::V4(addr), 53);
-        let udp = match tokio::net::UdpSocket::bind(sa).await {
-            Ok(s) => s,
+        let (udp, tcp) = match bind_on_device(sa, device) {
+            Ok(pair) => pair,
             Err(e) => {
-                warn!(network = %id, "embedded DNS cannot listen on {sa}/udp: {e}");
-                return false;
-            }
-        };
-        let tcp = match tokio::net::TcpListener::bind(sa).await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(network = %id, "embedded DNS cannot listen on {sa}/tcp: {e}");
+                warn!(network = %id, "embedded DNS cannot listen on {sa} ({device}): {e}");
                 return false;
             }
         };

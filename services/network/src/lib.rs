@@ -373,6 +373,7 @@ impl NetworkService {
             st.endpoints
                 .insert((e.container_id.clone(), e.network_id.clone()), e);
         }
+        self.collect_orphans(&st).await?;
         // Endpoints whose namespace is gone (the host rebooted, or the
         // container went while berth-network was down) are collected.
         let stale: Vec<EndpointRecord> = st
@@ -418,7 +419,10 @@ impl NetworkService {
 
     /// Gives the embedded DNS the current endpoints.
     fn refresh_dns(&self, st: &State) {
-        let entries = st.endpoints.values().map(|e| dns::DnsEntry {
+        // Built-in networks have no name resolution (docker's default
+        // bridge): their containers are strangers to every server.
+        let user = |e: &&EndpointRecord| st.networks.get(&e.network_id).is_some_and(|n| !n.builtin);
+        let entries = st.endpoints.values().filter(user).map(|e| dns::DnsEntry {
             network: &e.network_id,
             container_id: &e.container_id,
             container_name: &e.container_name,
@@ -442,6 +446,32 @@ impl NetworkService {
             Some(p) if !n.builtin && self.inner.dns.serving(&n.id).await => p.gateway.to_string(),
             _ => String::new(),
         }
+    }
+
+    /// Pools and leases a crash left without their network or endpoint
+    /// record (they are committed before the kernel work and the record).
+    async fn collect_orphans(&self, st: &State) -> Result<()> {
+        let inner = &self.inner;
+        for (id, _) in inner.ipam.pools()? {
+            if !st.networks.contains_key(&id) {
+                warn!(network = %id, "collecting the address pool of a network that was never recorded");
+                inner.ipam.remove_network(&id)?;
+                // Its bridge, if it got that far, has the default name.
+                let _ = inner
+                    .nl
+                    .delete_link(&format!("br-{}", &id[..12.min(id.len())]))
+                    .await;
+            }
+        }
+        for id in st.networks.keys() {
+            for (ip, owner) in inner.ipam.leases(id)? {
+                if !st.endpoints.contains_key(&(owner.clone(), id.clone())) {
+                    warn!(network = %id, ip = %ip, container = %owner, "collecting an address lease without an endpoint");
+                    inner.ipam.release(id, &owner)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Makes the records of bridge, host and none if missing.
@@ -516,7 +546,7 @@ impl NetworkService {
             }
         }
         if !n.builtin {
-            self.inner.dns.serve(&n.id, pool.gateway).await;
+            self.inner.dns.serve(&n.id, pool.gateway, &n.bridge).await;
         }
         Ok(index)
     }
@@ -770,12 +800,26 @@ impl NetworkService {
                 names.join(", ")
             )));
         }
-        st.networks.remove(&n.id);
-        self.apply_rules(&st).await?;
+        // The rules without it first; if that fails, it stays whole.
+        let rec = st.networks.remove(&n.id).expect("found above");
+        if let Err(e) = self.apply_rules(&st).await {
+            st.networks.insert(n.id.clone(), rec);
+            return Err(e);
+        }
+        // The record before the bridge and the pool: a crash after it
+        // leaves a pool and a link that the next start collects.
+        if let Err(e) = inner.store.delete_network(&n.id) {
+            st.networks.insert(n.id.clone(), rec);
+            let _ = self.apply_rules(&st).await;
+            return Err(e.into());
+        }
         inner.dns.stop(&n.id).await;
-        inner.nl.delete_link(&n.bridge).await?;
-        inner.store.delete_network(&n.id)?;
-        inner.ipam.remove_network(&n.id)?;
+        if let Err(e) = inner.nl.delete_link(&n.bridge).await {
+            warn!(network = %n.name, "{e}");
+        }
+        if let Err(e) = inner.ipam.remove_network(&n.id) {
+            warn!(network = %n.name, "{e}");
+        }
         info!(network = %n.name, id = %n.id, "removed network");
         Ok(n.id)
     }
@@ -1003,7 +1047,8 @@ impl NetworkService {
         let mut made: Vec<PortRecord> = Vec::new();
         let result = (|| {
             for p in ports {
-                let host_ip = parse_ip("host IP", &p.host_ip)?;
+                // 0.0.0.0 is every address, as no address.
+                let host_ip = parse_ip("host IP", &p.host_ip)?.filter(|ip| !ip.is_unspecified());
                 let port = |v: u32, what: &str| {
                     u16::try_from(v).map_err(|_| {
                         Error::InvalidArgument(format!("invalid {what} port {v}: above 65535"))
@@ -1108,31 +1153,30 @@ impl NetworkService {
     /// Tears down everything of container `id`. Idempotent.
     pub async fn detach(&self, id: &str) -> Result<()> {
         let path = self.netns_path(id)?;
-        {
-            let mut st = self.inner.state.lock().await;
-            let eps = st.endpoints_of(id);
-            let had_ports = st.ports.remove(id);
-            if let Some(ports) = &had_ports {
-                st.release_ports(ports);
-                self.inner.store.delete_ports(id)?;
-                self.apply_rules(&st).await?;
+        let mut st = self.inner.state.lock().await;
+        let eps = st.endpoints_of(id);
+        // Every step is tried, whatever failed before it: a half-done
+        // teardown would hold ports, leases and names for good. The first
+        // error is reported at the end.
+        let mut failed: Option<Error> = None;
+        let had_ports = st.ports.remove(id);
+        if let Some(ports) = &had_ports {
+            st.release_ports(ports);
+            if let Err(e) = self.inner.store.delete_ports(id) {
+                failed.get_or_insert(e.into());
             }
-            for e in &eps {
-                self.drop_endpoint(&mut st, e).await;
-            }
-        }
-        if path.exists() {
-            match umount2(&path, MntFlags::MNT_DETACH) {
-                Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-                Err(e) => return Err(io_err(format!("unmount {}", path.display()))(e.into())),
-            }
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(format!("remove {}", path.display()))(e)),
+            if let Err(e) = self.apply_rules(&st).await {
+                failed.get_or_insert(e);
             }
         }
-        Ok(())
+        for e in &eps {
+            self.drop_endpoint(&mut st, e).await;
+        }
+        drop(st);
+        if let Err(e) = remove_netns_file(&path) {
+            failed.get_or_insert(e);
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Connects a running container to one more network.
@@ -1211,6 +1255,22 @@ fn endpoint_info(e: &EndpointRecord, n: &NetworkRecord) -> EndpointInfo {
         aliases: e.aliases.clone(),
         endpoint_id: e.endpoint_id.clone(),
         dns_server: String::new(),
+    }
+}
+
+/// Unmounts and removes a namespace file; a missing one is fine.
+fn remove_netns_file(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(io_err(format!("unmount {}", path.display()))(e.into())),
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(format!("remove {}", path.display()))(e)),
     }
 }
 

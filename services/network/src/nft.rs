@@ -13,7 +13,9 @@
 //!                                    oifname BR ip saddr 127.0.0.0/8 masquerade  (127.0.0.1:port)
 //! chain guard   filter prerouting -300: iifname {BRs} ip daddr 127.0.0.0/8 drop
 //! chain fwd     filter forward 0:    iifname I oifname != I drop; oifname I iifname != I drop (internal)
+//!                                    oifname BR ct state established,related accept
 //!                                    ct status dnat accept                       (published ports)
+//!                                    oifname BR iifname != BR drop               (no direct routing in)
 //!                                    iifname BR oifname {other BRs} drop         (isolation)
 //! ```
 //! Base chains keep policy accept and match only this instance's bridges:
@@ -287,7 +289,38 @@ pub fn ruleset(name: &str, nets: &[BridgeNet], dnats: &[Dnat]) -> (Nftables<'sta
             ],
         );
     }
+    // Replies to what containers started, and published ports (DNAT),
+    // come in; nothing else reaches a container from outside its bridge
+    // (no direct routing to container addresses, as docker 28).
+    for n in nets.iter().filter(|n| !n.internal) {
+        b.rule(
+            "fwd",
+            vec![
+                m(meta(MetaKey::Oifname), Operator::EQ, s(n.bridge.clone())),
+                m(
+                    Expression::Named(NamedExpression::CT(CT {
+                        key: Cow::Borrowed("state"),
+                        family: None,
+                        dir: None,
+                    })),
+                    Operator::IN,
+                    Expression::List(vec![s("established"), s("related")]),
+                ),
+                Statement::Accept(None),
+            ],
+        );
+    }
     b.rule("fwd", vec![ct_status_dnat(), Statement::Accept(None)]);
+    for n in nets.iter().filter(|n| !n.internal) {
+        b.rule(
+            "fwd",
+            vec![
+                m(meta(MetaKey::Oifname), Operator::EQ, s(n.bridge.clone())),
+                m(meta(MetaKey::Iifname), Operator::NEQ, s(n.bridge.clone())),
+                Statement::Drop(None),
+            ],
+        );
+    }
     for n in nets {
         let others: Vec<&str> = bridges.iter().copied().filter(|o| *o != n.bridge).collect();
         if others.is_empty() {
