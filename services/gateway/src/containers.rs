@@ -736,22 +736,6 @@ impl Inner {
         };
         let mut restart_in = None;
         let mut new_oom = false;
-        // The network goes before the exit is recorded: once the state
-        // says exited, a new start may attach, and a late detach would take
-        // the new run's interfaces and ports.
-        if let Err(s) = self
-            .network
-            .clone()
-            .detach(request(
-                ns,
-                NetDetach {
-                    container_id: id.to_string(),
-                },
-            ))
-            .await
-        {
-            warn!(id, "network teardown: {}", s.message());
-        }
         // Durable: the task (and the exit file in its bundle) is deleted
         // next, so after a crash this record is the only place the exit is
         // known. Not for --rm, whose record is deleted (durably) right after.
@@ -792,6 +776,20 @@ impl Inner {
             .clone()
             .delete(request(ns, DeleteRequest { id: id.to_string() }))
             .await;
+        if let Err(s) = self
+            .network
+            .clone()
+            .detach(request(
+                ns,
+                NetDetach {
+                    container_id: id.to_string(),
+                },
+            ))
+            .await
+        {
+            // The next start clears what is left.
+            warn!(id, "network teardown: {}", s.message());
+        }
         if rec.host_config.auto_remove {
             self.destroy(ns, &rec, true).await;
             self.publish(ns, id, EventKind::Die(code));
