@@ -123,6 +123,20 @@ impl Inner {
         Err(Error::NotFound(format!("No such container: {r}")))
     }
 
+    /// Asks berth-network to tear down everything of container `id`.
+    pub(crate) async fn net_detach(&self, ns: &str, id: &str) -> std::result::Result<(), Status> {
+        self.network
+            .clone()
+            .detach(request(
+                ns,
+                NetDetach {
+                    container_id: id.to_string(),
+                },
+            ))
+            .await
+            .map(|_| ())
+    }
+
     pub(crate) fn get(&self, ns: &str, id: &str) -> Option<ContainerRecord> {
         self.containers
             .lock()
@@ -521,16 +535,7 @@ impl Inner {
 
         // Leftovers of a teardown that could not finish (berth-network was
         // away when the last run ended).
-        let _ = self
-            .network
-            .clone()
-            .detach(request(
-                ns,
-                NetDetach {
-                    container_id: id.clone(),
-                },
-            ))
-            .await;
+        let _ = self.net_detach(ns, &id).await;
         let netns = self.attach_container(ns, &rec).await?;
         let result = async {
             let mounts = self.snapshot_mounts(ns, &rec).await?;
@@ -592,16 +597,7 @@ impl Inner {
                     .clone()
                     .delete(request(ns, DeleteRequest { id: id.clone() }))
                     .await;
-                let _ = self
-                    .network
-                    .clone()
-                    .detach(request(
-                        ns,
-                        NetDetach {
-                            container_id: id.clone(),
-                        },
-                    ))
-                    .await;
+                let _ = self.net_detach(ns, &id).await;
                 let (code, msg) = match &e {
                     Error::Exec { exit_code, message } => (*exit_code, message.clone()),
                     other => (128, other.to_string()),
@@ -776,17 +772,7 @@ impl Inner {
             .clone()
             .delete(request(ns, DeleteRequest { id: id.to_string() }))
             .await;
-        if let Err(s) = self
-            .network
-            .clone()
-            .detach(request(
-                ns,
-                NetDetach {
-                    container_id: id.to_string(),
-                },
-            ))
-            .await
-        {
+        if let Err(s) = self.net_detach(ns, id).await {
             // The next start clears what is left.
             warn!(id, "network teardown: {}", s.message());
         }
@@ -1005,16 +991,7 @@ impl Inner {
                 return Err(Error::service("tasks")(s));
             }
         }
-        let _ = self
-            .network
-            .clone()
-            .detach(request(
-                ns,
-                NetDetach {
-                    container_id: id.clone(),
-                },
-            ))
-            .await;
+        let _ = self.net_detach(ns, &id).await;
         self.destroy(ns, &rec, volumes).await;
         self.publish(ns, &id, EventKind::Destroy);
         info!(id = %id, "removed container");

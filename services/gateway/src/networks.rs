@@ -307,16 +307,7 @@ impl Inner {
         }
         .await;
         if let Err(e) = files {
-            let _ = self
-                .network
-                .clone()
-                .detach(request(
-                    ns,
-                    netv1::DetachRequest {
-                        container_id: rec.id.clone(),
-                    },
-                ))
-                .await;
+            let _ = self.net_detach(ns, &rec.id).await;
             return Err(e);
         }
         Ok(resp.netns_path)
