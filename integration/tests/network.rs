@@ -356,6 +356,15 @@ fn published_ports_answer_from_everywhere_and_go_with_the_container() {
     );
     assert_eq!(stack_links(&stack), before, "a failed start leaves no veth");
     assert!(!table(&stack).contains(&format!("dport {taken}")));
+    // A start that fails after the network was made (no such command)
+    // leaves no address in inspect, and no veth.
+    let r = stack.berth(&["run", "-d", "--name", "nocmd", "bb", "/no/such/command"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert_eq!(
+        inspect(&stack, "nocmd", "{{.NetworkSettings.IPAddress}}"),
+        ""
+    );
+    assert_eq!(stack_links(&stack), before, "no veth after a failed start");
     drop(held);
     // UDP, from another host: an echo server (the host's python, mounted
     // read-only; busybox has no UDP server) answers through the DNAT.

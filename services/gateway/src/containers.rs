@@ -605,6 +605,8 @@ impl Inner {
                 let _ = self.update(ns, &id, false, |c| {
                     c.state.exit_code = code;
                     c.state.error = msg;
+                    // The network was torn down with the failed start.
+                    c.net = None;
                 });
                 if rec.host_config.auto_remove {
                     // --rm: a container that could not start is not kept.
