@@ -84,8 +84,6 @@ fn merge_env(base: Vec<String>, extra: &[String]) -> Vec<String> {
     out
 }
 
-const HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
-
 impl Inner {
     pub(crate) fn op_lock(&self, ns: &str, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.op_locks
@@ -451,9 +449,10 @@ impl Inner {
             std::fs::write(dir.join("hostname"), format!("{}\n", rec.config.hostname))
                 .map_err(Error::io("write hostname"))?;
             let hosts = if network_mode == "host" {
-                std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| HOSTS.to_string())
+                std::fs::read_to_string("/etc/hosts")
+                    .unwrap_or_else(|_| crate::networking::LOCALHOST_LINES.to_string())
             } else {
-                HOSTS.to_string()
+                crate::networking::LOCALHOST_LINES.to_string()
             };
             std::fs::write(dir.join("hosts"), hosts).map_err(Error::io("write hosts"))?;
             let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();

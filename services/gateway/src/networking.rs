@@ -229,6 +229,9 @@ pub fn parse_link(v: &str) -> Result<(String, String), String> {
     Ok((name.to_string(), alias.to_string()))
 }
 
+/// The localhost lines every container's /etc/hosts starts with.
+pub const LOCALHOST_LINES: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
+
 /// /etc/hosts: localhost, the container's own addresses, --link targets
 /// and --add-host lines.
 pub fn hosts_file(
@@ -237,11 +240,7 @@ pub fn hosts_file(
     links: &[(String, Vec<String>)],
     extra: &[(String, String)],
 ) -> String {
-    let mut s = String::from(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
-         fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
-         ff02::2\tip6-allrouters\n",
-    );
+    let mut s = String::from(LOCALHOST_LINES);
     for (h, ip) in extra {
         s.push_str(&format!("{ip}\t{h}\n"));
     }

@@ -568,13 +568,14 @@ impl NetworkService {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
+                // Looked at without the state lock (attaches go on); only a
+                // mismatch is checked again under it, since an apply may
+                // have changed the table in between.
+                if self.table_intact().await {
+                    continue;
+                }
                 let st = self.inner.state.lock().await;
-                let table = self.inner.cfg.nft_table.clone();
-                let now = tokio::task::spawn_blocking(move || nft::rule_count(&table))
-                    .await
-                    .ok()
-                    .flatten();
-                if now != Some(self.inner.rules.load(Ordering::SeqCst)) {
+                if !self.table_intact().await {
                     warn!(table = %self.inner.cfg.nft_table, "our nftables table was changed by someone else; putting it back");
                     if let Err(e) = self.apply_rules(&st).await {
                         warn!("{e}");
@@ -582,6 +583,16 @@ impl NetworkService {
                 }
             }
         });
+    }
+
+    /// Whether our table holds the rules of our last apply.
+    async fn table_intact(&self) -> bool {
+        let table = self.inner.cfg.nft_table.clone();
+        let now = tokio::task::spawn_blocking(move || nft::rule_count(&table))
+            .await
+            .ok()
+            .flatten();
+        now == Some(self.inner.rules.load(Ordering::SeqCst))
     }
 
     fn netns_path(&self, id: &str) -> Result<PathBuf> {
@@ -1233,11 +1244,6 @@ impl NetworkService {
         self.drop_endpoint(&mut st, &e).await;
         info!(container = %id, network = %net.name, "disconnected");
         Ok(())
-    }
-
-    /// The nftables table this instance owns.
-    pub fn nft_table(&self) -> &str {
-        &self.inner.cfg.nft_table
     }
 }
 
