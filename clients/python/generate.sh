@@ -59,9 +59,16 @@ else
     (cd "$tmp/proto" && "$PYTHON" -m grpc_tools.protoc -I . --grpc_python_out="$out" $protos)
 fi
 
+# Type stubs (.pyi) of the message modules, for type checkers and IDEs:
+# protoc 3.20+ writes them (Debian 12's does).
+if command -v protoc >/dev/null 2>&1 && protoc --help 2>&1 | grep -q -- '--pyi_out'; then
+    # shellcheck disable=SC2086
+    protoc -I "$proto_root" --pyi_out="$out" $protos
+fi
+
 # Packages, and imports rooted in berth_client._gen.
 find "$out" -type d -exec sh -c 'for d; do : >"$d/__init__.py"; done' sh {} +
-find "$out" -name '*.py' ! -name '__init__.py' -exec sed -i -E \
+find "$out" \( -name '*.py' -o -name '*.pyi' \) ! -name '__init__.py' -exec sed -i -E \
     -e 's/^from berth\./from berth_client._gen.berth./' \
     -e 's/^import berth\./import berth_client._gen.berth./' {} +
 
