@@ -5,6 +5,7 @@
 pub mod fixtures;
 pub mod hang;
 pub mod net;
+pub mod pki;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,15 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::SeqCst)
     )
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// How to run the services.
@@ -111,6 +121,25 @@ impl Stack {
 
     /// Like [`Stack::start`], with extra environment for the daemons.
     pub fn start_with_env(mode: Mode, env: &[(&str, &str)]) -> Stack {
+        let mut stack = Stack::prepare(mode, env);
+        match mode {
+            Mode::AllInOne => stack.spawn_daemon(&[]),
+            Mode::Split => {
+                for svc in ["content", "snapshots", "tasks", "network"] {
+                    stack.spawn_daemon(&[svc]);
+                }
+                stack.spawn_daemon(&["gateway"]);
+            }
+        }
+        stack.wait_ready();
+        stack
+    }
+
+    /// A stack's directories, nftables table, bridge name and subnet, with
+    /// no daemon started: for tests that start berthd their own way (its
+    /// Drop still cleans up containers, processes whose command line names
+    /// the stack's directory, mounts, cgroups and the network).
+    pub fn prepare(mode: Mode, env: &[(&str, &str)]) -> Stack {
         let dir = PathBuf::from("/tmp").join(unique("berth-it"));
         let root = dir.join("root");
         let state = dir.join("state");
@@ -131,7 +160,13 @@ impl Stack {
         env.push(("BERTH_NFT_TABLE".into(), nft_table.clone()));
         env.push(("BERTH_BRIDGE".into(), bridge.clone()));
         env.push(("BERTH_BRIDGE_SUBNET".into(), bridge_subnet.cidr()));
-        let mut stack = Stack {
+        // Not the host's /etc/berth/config.toml, should berth be installed.
+        if !env.iter().any(|(k, _)| k == "BERTHD_CONFIG") {
+            let config = dir.join("berthd.toml");
+            std::fs::write(&config, "# the flags and environment say it all\n").unwrap();
+            env.push(("BERTHD_CONFIG".into(), config.display().to_string()));
+        }
+        Stack {
             dir,
             root,
             state,
@@ -141,18 +176,7 @@ impl Stack {
             nft_table,
             bridge,
             bridge_subnet,
-        };
-        match mode {
-            Mode::AllInOne => stack.spawn_daemon(&[]),
-            Mode::Split => {
-                for svc in ["content", "snapshots", "tasks", "network"] {
-                    stack.spawn_daemon(&[svc]);
-                }
-                stack.spawn_daemon(&["gateway"]);
-            }
         }
-        stack.wait_ready();
-        stack
     }
 
     /// Stops the daemons gracefully (SIGTERM) and waits for them.

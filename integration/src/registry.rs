@@ -21,13 +21,7 @@ pub struct Registry {
     child: Child,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::free_port;
 
 impl Registry {
     /// Starts a registry; with `creds`, it requires them (htpasswd, Basic).
@@ -63,22 +57,9 @@ impl Registry {
     pub fn start_tls() -> (Registry, PathBuf) {
         let dir = std::env::temp_dir().join(crate::unique("berth-registry"));
         std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "berth test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        let leaf = params.signed_by(&key, &ca, &ca_key).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
-        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        let ca = crate::pki::TestCa::new(&dir, "ca");
+        let server = ca.server(&dir, "cert");
+        std::fs::rename(&server.key, dir.join("key.pem")).unwrap();
         let tls = format!(
             "  tls:\n    certificate: {}\n    key: {}\n",
             dir.join("cert.pem").display(),

@@ -1035,8 +1035,8 @@ fn rpcs(logs: &str, method: &str) -> usize {
     logs.lines()
         .filter(|l| l.ends_with("berth_common::grpc: request"))
         .filter(|l| {
-            l.contains(&format!("rpc.method={method} "))
-                || l.contains(&format!("rpc.method={method}}}"))
+            let dotted = method.trim_start_matches('/').replace('/', ".");
+            l.contains(&format!("otel.name={dotted} "))
         })
         .count()
 }

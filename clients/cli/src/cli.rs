@@ -19,6 +19,26 @@ pub struct Cli {
     /// Namespace to work in
     #[arg(long, env = "BERTH_NAMESPACE", default_value = "default")]
     pub namespace: String,
+    /// Name of the context to use to connect to the daemon (overrides
+    /// BERTH_HOST env var and default context set with "berth context use")
+    #[arg(short = 'c', long, env = "BERTH_CONTEXT", value_name = "string")]
+    pub context: Option<String>,
+    /// Use TLS; implied by --tlsverify
+    #[arg(long)]
+    pub tls: bool,
+    /// Use TLS and verify the remote (mutual TLS with the client
+    /// certificate)
+    #[arg(long, env = "BERTH_TLS_VERIFY", value_parser = clap::builder::FalseyValueParser::new())]
+    pub tlsverify: bool,
+    /// Trust certs signed only by this CA (default "$BERTH_CERT_PATH/ca.pem")
+    #[arg(long, value_name = "string")]
+    pub tlscacert: Option<std::path::PathBuf>,
+    /// Path to TLS certificate file (default "$BERTH_CERT_PATH/cert.pem")
+    #[arg(long, value_name = "string")]
+    pub tlscert: Option<std::path::PathBuf>,
+    /// Path to TLS key file (default "$BERTH_CERT_PATH/key.pem")
+    #[arg(long, value_name = "string")]
+    pub tlskey: Option<std::path::PathBuf>,
     /// Print version information and quit
     #[arg(short = 'v', long = "version")]
     pub version: bool,
@@ -128,6 +148,9 @@ pub enum Command {
     Network(crate::cmd::networks::NetworkCommand),
     /// List port mappings or a specific mapping for the container
     Port(crate::cmd::networks::PortArgs),
+    /// Manage contexts
+    #[command(subcommand, arg_required_else_help = true)]
+    Context(crate::cmd::context::ContextCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -73,8 +73,18 @@ impl Ctx {
     /// The line docker prints for a failed API call: "Cannot connect ..."
     /// when the daemon is not there, else "Error response from daemon: ...".
     pub fn describe(&self, status: &Status) -> String {
-        if is_connect_error(status) {
-            self.cannot_connect()
+        if is_connect_error(status) && permission_denied(status) {
+            format!(
+                "permission denied while trying to connect to the berth daemon socket at {}: \
+                 connect: permission denied",
+                self.host
+            )
+        } else if is_connect_error(status) {
+            match (self.host.starts_with("tcp://"), deepest_cause(status)) {
+                // A remote daemon may be there and refuse us (TLS): say why.
+                (true, Some(cause)) => format!("{} ({cause})", self.cannot_connect()),
+                _ => self.cannot_connect(),
+            }
         } else {
             format!("Error response from daemon: {}", status.message())
         }
@@ -88,10 +98,40 @@ impl Ctx {
     }
 }
 
+/// Whether a transport failure is the socket's permissions refusing us.
+fn permission_denied(status: &Status) -> bool {
+    let mut src = status.source();
+    while let Some(e) = src {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::PermissionDenied {
+                return true;
+            }
+        }
+        src = e.source();
+    }
+    false
+}
+
+/// The innermost error under a transport failure, e.g. the TLS alert.
+fn deepest_cause(status: &Status) -> Option<String> {
+    let mut src = status.source();
+    let mut last = None;
+    while let Some(e) = src {
+        last = Some(e.to_string());
+        src = e.source();
+    }
+    last
+}
+
 /// Whether the call failed because no connection could be made (as opposed
 /// to an error answered by the daemon).
 pub fn is_connect_error(status: &Status) -> bool {
-    if status.code() != Code::Unavailable && status.code() != Code::Unknown {
+    // Cancelled: a TLS peer that closes the connection after the handshake
+    // (TLS 1.3 servers check the client certificate then).
+    if !matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    ) {
         return false;
     }
     // Transport failures carry the transport error (or an I/O error) as

@@ -136,7 +136,8 @@ fn command_path(args: &[String]) -> Vec<&str> {
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "-H" | "--host" | "--namespace" => {
+            "-H" | "--host" | "-c" | "--context" | "--namespace" | "--tlscacert" | "--tlscert"
+            | "--tlskey" => {
                 it.next();
             }
             a if a.starts_with('-') => {}
@@ -199,7 +200,7 @@ fn usage_exit_code(kind: ErrorKind, run_like: bool) -> i32 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let cli = match Cli::try_parse_from(&args) {
+    let mut cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             let path = command_path(&args);
@@ -219,7 +220,7 @@ fn main() {
         println!("berth version {}", env!("CARGO_PKG_VERSION"));
         return;
     }
-    let Some(command) = cli.command else {
+    let Some(command) = cli.command.take() else {
         let _ = Cli::command().print_help();
         return;
     };
@@ -230,9 +231,12 @@ fn main() {
             | Command::Container(ContainerCommand::Run(_))
             | Command::Container(ContainerCommand::Create(_))
     );
-    let host = cli.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
-    let path = match berth_common::grpc::parse_unix_addr(&host) {
-        Ok(p) => p,
+    // Contexts are client-side: no daemon needed.
+    if let Command::Context(c) = command {
+        std::process::exit(cmd::context::run(c));
+    }
+    let target = match endpoint(&cli).and_then(|(host, ctx_tls)| connection(&cli, &host, ctx_tls)) {
+        Ok(t) => t,
         Err(e) => {
             eprint_err(&format!(
                 "{}: {e}",
@@ -241,10 +245,20 @@ fn main() {
             std::process::exit(if run_like { EXIT_ENGINE } else { 1 });
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The OTLP/gRPC exporter's channel is driven by the runtime while the
+    // telemetry guard flushes at the end, which blocks the calling thread:
+    // with export on, a worker thread of its own keeps the channel going.
+    let runtime = if berth_common::telemetry::otlp_enabled() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprint_err(&format!("Error: cannot start the runtime: {e}"));
@@ -255,12 +269,32 @@ fn main() {
         // "berth=info" keeps our command span (and so the traceparent it
         // propagates) alive under the default "warn" level.
         let guard = berth_common::telemetry::init("berth-cli", "warn,berth=info");
-        let display_host = format!("unix://{}", path.display());
         // The channel connects lazily; its first call reports a missing
         // daemon, which Ctx turns into docker's message.
-        let channel = berth_common::connect_unix(path);
+        let (display_host, channel) = match target {
+            Target::Unix(path) => (
+                format!("unix://{}", path.display()),
+                berth_common::connect_unix(path),
+            ),
+            Target::Tcp(addr, tls) => {
+                let channel = match berth_common::grpc::connect_tcp(&addr, tls) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprint_err(&format!("Error: {e}"));
+                        return if run_like { EXIT_ENGINE } else { 1 };
+                    }
+                };
+                (format!("tcp://{addr}"), channel)
+            }
+        };
         let ctx = Ctx::new(display_host, cli.namespace, channel);
-        let span = tracing::info_span!("berth", command = command_name(&command));
+        let name = command_name(&command);
+        let span = tracing::info_span!(
+            "berth",
+            otel.name = %format!("berth.{name}"),
+            otel.kind = "client",
+            command = name
+        );
         berth_common::grpc::parent_from_env(&span);
         let code = dispatch(&ctx, command).instrument(span).await;
         drop(guard);
@@ -268,6 +302,101 @@ fn main() {
     });
     let _ = std::io::stdout().flush();
     std::process::exit(code);
+}
+
+/// The daemon address: -H/BERTH_HOST, else the selected context's (with
+/// its TLS material when it has any), else the default socket.
+fn endpoint(cli: &Cli) -> Result<(String, Option<cmd::context::Context>), String> {
+    if let Some(h) = &cli.host {
+        if cli.context.is_some() {
+            return Err(
+                "conflicting options: either specify --host or --context, not both".to_string(),
+            );
+        }
+        return Ok((h.clone(), None));
+    }
+    match cmd::context::selected(cli.context.as_deref())? {
+        Some(c) => {
+            let tls = (c.ca.is_some() || c.cert.is_some()).then(|| c.clone());
+            Ok((c.host, tls))
+        }
+        None => Ok((DEFAULT_HOST.to_string(), None)),
+    }
+}
+
+/// How to reach the daemon.
+enum Target {
+    Unix(std::path::PathBuf),
+    Tcp(String, Option<tonic::transport::ClientTlsConfig>),
+}
+
+/// The daemon address and TLS settings from -H and the --tls* flags, as
+/// docker reads them: TLS when --tls, --tlsverify (BERTH_TLS_VERIFY) or a
+/// certificate flag is given; files default to $BERTH_CERT_PATH (else
+/// ~/.berth)/{ca,cert,key}.pem.
+fn connection(
+    cli: &Cli,
+    host: &str,
+    ctx_tls: Option<cmd::context::Context>,
+) -> Result<Target, String> {
+    use berth_common::grpc::HostAddr;
+    let use_tls = ctx_tls.is_some()
+        || cli.tls
+        || cli.tlsverify
+        || cli.tlscacert.is_some()
+        || cli.tlscert.is_some()
+        || cli.tlskey.is_some();
+    let addr = match berth_common::grpc::parse_host(host).map_err(|e| e.to_string())? {
+        HostAddr::Unix(p) => {
+            return if use_tls {
+                Err(format!("TLS flags need a tcp:// host, not {host}"))
+            } else {
+                Ok(Target::Unix(p))
+            }
+        }
+        HostAddr::Tcp(a) => a,
+    };
+    if !use_tls {
+        return Ok(Target::Tcp(addr, None));
+    }
+    let cert_dir = std::env::var_os("BERTH_CERT_PATH")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".berth")))
+        .unwrap_or_default();
+    // Flags first, then the context's copies, then BERTH_CERT_PATH.
+    let ctx_file = |name: &str| {
+        let c = ctx_tls.as_ref()?;
+        match name {
+            "ca.pem" => c.ca.clone(),
+            "cert.pem" => c.cert.clone(),
+            _ => c.key.clone(),
+        }
+    };
+    let file = |given: &Option<std::path::PathBuf>, name: &str| {
+        given
+            .clone()
+            .or_else(|| ctx_file(name))
+            .unwrap_or_else(|| cert_dir.join(name))
+    };
+    let read = |p: std::path::PathBuf, what: &str| {
+        std::fs::read(&p).map_err(|e| format!("could not read {what} {}: {e}", p.display()))
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
+        tonic::transport::Certificate::from_pem(read(
+            file(&cli.tlscacert, "ca.pem"),
+            "CA certificate",
+        )?),
+    );
+    // The client certificate is what the daemon checks; without --tlsverify
+    // (plain --tls) it is still sent when the files are there.
+    let (cert, key) = (file(&cli.tlscert, "cert.pem"), file(&cli.tlskey, "key.pem"));
+    if cli.tlsverify || cli.tlscert.is_some() || cli.tlskey.is_some() || cert.exists() {
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            read(cert, "certificate")?,
+            read(key, "key")?,
+        ));
+    }
+    Ok(Target::Tcp(addr, Some(tls)))
 }
 
 fn command_name(c: &Command) -> &'static str {
@@ -298,6 +427,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Volume(_) => "volume",
         Command::Network(_) => "network",
         Command::Port(_) => "port",
+        Command::Context(_) => "context",
         Command::Version => "version",
         Command::Info(_) => "info",
         Command::Events(_) => "events",
@@ -398,6 +528,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> i32 {
         Command::Volume(c) => cmd::volumes::run(ctx, c).await,
         Command::Network(c) => cmd::networks::run(ctx, c).await,
         Command::Port(a) => cmd::networks::port(ctx, a).await,
+        Command::Context(c) => cmd::context::run(c),
         Command::Update(a) | Command::Container(ContainerCommand::Update(a)) => {
             cmd::containers::update(ctx, a).await
         }

@@ -2,6 +2,8 @@
 //! one process (each still serving gRPC on its own unix socket under
 //! `--state`); `berthd content|snapshots|tasks|network|gateway` runs one.
 
+mod config;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -13,11 +15,25 @@ use berth_proto::snapshots::v1::snapshots_server::SnapshotsServer;
 use berth_proto::tasks::v1::tasks_server::TasksServer;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::HealthService;
 use tracing::info;
 
 #[derive(Parser, Debug)]
 #[command(name = "berthd", version, about = "The berth container engine")]
 struct Cli {
+    /// The config file (TOML): any flag below by its long name, global ones
+    /// at the top, a subcommand's own in a [table] named after it. The
+    /// command line and environment win over it; a missing default file is
+    /// fine. Example: deploy/config.toml.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTHD_CONFIG",
+        default_value = config::DEFAULT_CONFIG,
+        value_name = "PATH"
+    )]
+    config: PathBuf,
     /// Directory for persistent data (images, snapshots, container records).
     #[arg(
         long,
@@ -75,6 +91,39 @@ struct Cli {
         value_delimiter = ','
     )]
     dns_upstream: Vec<std::net::SocketAddr>,
+    /// Also serve the gateway's API on this TCP address (HOST:PORT), with
+    /// mutual TLS: --tlscacert, --tlscert and --tlskey are required unless
+    /// --insecure-tcp is given.
+    #[arg(long, global = true, env = "BERTH_TCP", value_name = "HOST:PORT")]
+    tcp: Option<std::net::SocketAddr>,
+    /// PEM file of the CA that signs the client certificates accepted on
+    /// --tcp; a client without one is refused before any RPC runs.
+    #[arg(long, global = true, env = "BERTH_TLS_CACERT", value_name = "PATH")]
+    tlscacert: Option<PathBuf>,
+    /// PEM file of the server's certificate (chain) for --tcp.
+    #[arg(long, global = true, env = "BERTH_TLS_CERT", value_name = "PATH")]
+    tlscert: Option<PathBuf>,
+    /// PEM file of the server's private key for --tcp.
+    #[arg(long, global = true, env = "BERTH_TLS_KEY", value_name = "PATH")]
+    tlskey: Option<PathBuf>,
+    /// Serve --tcp as plain, unauthenticated TCP: anyone who reaches the
+    /// port controls the host. For tests on loopback only.
+    #[arg(long = "insecure-tcp", global = true, env = "BERTH_INSECURE_TCP")]
+    insecure_tcp: bool,
+    /// Group (name or number) that may use the gateway's unix socket (mode
+    /// 0660). When the default group does not exist the socket stays
+    /// root's alone; a group given explicitly must exist.
+    #[arg(long, global = true, default_value = DEFAULT_GROUP, env = "BERTH_GROUP")]
+    group: String,
+    /// Serve Prometheus metrics (GET /metrics) of the gateway on this TCP
+    /// address (HOST:PORT); off when unset. See docs/metrics.md.
+    #[arg(
+        long = "metrics-addr",
+        global = true,
+        env = "BERTH_METRICS_ADDR",
+        value_name = "HOST:PORT"
+    )]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -117,6 +166,93 @@ enum Command {
         #[arg(long)]
         network_addr: Option<String>,
     },
+}
+
+/// The group of the gateway socket unless --group says otherwise.
+const DEFAULT_GROUP: &str = "berth";
+
+/// How the gateway is reached besides its unix socket.
+struct Listen {
+    /// Group of the unix socket.
+    gid: Option<u32>,
+    /// The TCP address and, unless --insecure-tcp, its mutual TLS.
+    tcp: Option<(
+        std::net::SocketAddr,
+        Option<tonic::transport::ServerTlsConfig>,
+    )>,
+    /// Where the Prometheus metrics are served (--metrics-addr).
+    metrics: Option<std::net::SocketAddr>,
+}
+
+/// Checks the remote-management flags and reads the TLS material, before
+/// any store is opened, so that a bad flag costs nothing.
+fn listen_options(cli: &Cli) -> Result<Listen> {
+    let gid = socket_group(&cli.group)?;
+    let tls_given = cli.tlscacert.is_some() || cli.tlscert.is_some() || cli.tlskey.is_some();
+    let Some(addr) = cli.tcp else {
+        if tls_given || cli.insecure_tcp {
+            anyhow::bail!("--tlscacert, --tlscert, --tlskey and --insecure-tcp need --tcp");
+        }
+        return Ok(Listen {
+            gid,
+            tcp: None,
+            metrics: cli.metrics_addr,
+        });
+    };
+    if cli.insecure_tcp {
+        if tls_given {
+            anyhow::bail!("--insecure-tcp and the --tls* flags exclude each other");
+        }
+        tracing::warn!(
+            %addr,
+            "serving the API on plain TCP (--insecure-tcp): anyone who can reach it controls this host"
+        );
+        return Ok(Listen {
+            gid,
+            tcp: Some((addr, None)),
+            metrics: cli.metrics_addr,
+        });
+    }
+    let (Some(ca), Some(cert), Some(key)) = (&cli.tlscacert, &cli.tlscert, &cli.tlskey) else {
+        anyhow::bail!(
+            "--tcp {addr} needs mutual TLS: give --tlscacert (the CA of client certificates), \
+             --tlscert and --tlskey (the server's), or --insecure-tcp for plain TCP"
+        );
+    };
+    let read = |what: &str, p: &PathBuf| {
+        std::fs::read(p).with_context(|| format!("read {what} {}", p.display()))
+    };
+    let (ca, cert, key) = (
+        read("--tlscacert", ca)?,
+        read("--tlscert", cert)?,
+        read("--tlskey", key)?,
+    );
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key))
+        .client_ca_root(tonic::transport::Certificate::from_pem(ca))
+        .timeout(std::time::Duration::from_secs(10));
+    // Building the acceptor checks the PEM files now rather than at the
+    // first connection.
+    tonic::transport::Server::builder()
+        .tls_config(tls.clone())
+        .context("the --tlscacert/--tlscert/--tlskey files are not a usable TLS setup")?;
+    Ok(Listen {
+        gid,
+        tcp: Some((addr, Some(tls))),
+        metrics: cli.metrics_addr,
+    })
+}
+
+/// The gid of --group: a number, or a name from the group database.
+fn socket_group(group: &str) -> Result<Option<u32>> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(Some(gid));
+    }
+    match nix::unistd::Group::from_name(group).with_context(|| format!("look up group {group}"))? {
+        Some(g) => Ok(Some(g.gid.as_raw())),
+        None if group == DEFAULT_GROUP => Ok(None),
+        None => anyhow::bail!("--group {group}: no such group"),
+    }
 }
 
 #[derive(Clone)]
@@ -162,15 +298,22 @@ async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
+/// The gRPC name of a server's service, e.g. `berth.content.v1.Content`.
+fn service_name<S: tonic::server::NamedService>(_: &S) -> &'static str {
+    S::NAME
+}
+
 macro_rules! serve {
     ($svc:expr, $path:expr, $rx:expr) => {{
         let svc = $svc;
+        let health = berth_common::grpc::health_service(&[service_name(&svc)]).await;
         let path: PathBuf = $path;
         let incoming = unix_incoming(&path).with_context(|| format!("listen on {}", path.display()))?;
         info!(socket = %path.display(), "serving");
         let rx = $rx.clone();
         tokio::spawn(async move {
             berth_common::grpc::server()
+                .add_service(health)
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, shutdown_signal(rx))
                 .await
@@ -210,9 +353,27 @@ fn snapshots_service(
     Ok(SnapshotsServer::new(svc))
 }
 
-fn tasks_service(p: &Paths, shim: PathBuf) -> Result<TasksServer<berth_tasks::TasksService>> {
+/// Resolves when a service has finished starting (berth-tasks: its shims
+/// are found again); systemd hears READY=1 only after that.
+type Startup = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+fn tasks_service(
+    p: &Paths,
+    shim: PathBuf,
+) -> Result<(TasksServer<berth_tasks::TasksService>, Startup)> {
     let svc = berth_tasks::TasksService::open(&p.state, shim).context("open berth-tasks")?;
-    Ok(TasksServer::new(svc))
+    let recovered = Box::pin(svc.recovered());
+    Ok((TasksServer::new(svc), recovered))
+}
+
+/// Tells systemd (Type=notify) that this berthd serves; a no-op when not
+/// started by systemd.
+fn notify_ready(name: &str) {
+    match berth_common::notify::ready(&format!("{name} is serving")) {
+        Ok(true) => info!("notified systemd: ready"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("cannot notify systemd that {name} is ready: {e}"),
+    }
 }
 
 async fn network_service(p: &Paths) -> Result<NetworkServer<berth_network::NetworkService>> {
@@ -231,6 +392,9 @@ async fn wait_for_signal(tx: watch::Sender<bool>) {
         _ = int.recv() => {}
     }
     info!("shutting down; containers keep running");
+    if let Err(e) = berth_common::notify::stopping("shutting down") {
+        tracing::warn!("cannot notify systemd of the shutdown: {e}");
+    }
     let _ = tx.send(true);
 }
 
@@ -247,7 +411,7 @@ fn main() -> Result<()> {
 }
 
 async fn run() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = config::parse_cli()?;
     let name = match &cli.command {
         None => "berthd",
         Some(Command::Content { .. }) => "berth-content",
@@ -257,6 +421,7 @@ async fn run() -> Result<()> {
         Some(Command::Gateway { .. }) => "berth-gateway",
     };
     let _telemetry = berth_common::telemetry::init(name, "info");
+    tracing::debug!(config = %cli.config.display(), "configuration file (read if present)");
     let mut network = berth_network::NetworkConfig::new(&cli.root, &cli.state);
     network.nft_table = cli.nft_table.clone();
     network.bridge = cli.bridge.clone();
@@ -269,11 +434,13 @@ async fn run() -> Result<()> {
         registries: registry_options(&cli)?,
         network,
     };
+    let listen = listen_options(&cli)?;
     for d in [&p.root, &p.state] {
         std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
     }
     let (tx, rx) = watch::channel(false);
     let mut servers = Vec::new();
+    let mut startup: Vec<Startup> = Vec::new();
     match cli.command {
         Some(Command::Content { socket }) => {
             servers.push(serve!(
@@ -294,11 +461,9 @@ async fn run() -> Result<()> {
             ));
         }
         Some(Command::Tasks { socket }) => {
-            servers.push(serve!(
-                tasks_service(&p, shim_path(cli.shim))?,
-                socket.unwrap_or(p.sock("tasks")),
-                rx
-            ));
+            let (tasks, recovered) = tasks_service(&p, shim_path(cli.shim))?;
+            servers.push(serve!(tasks, socket.unwrap_or(p.sock("tasks")), rx));
+            startup.push(recovered);
         }
         Some(Command::Network { socket }) => {
             servers.push(serve!(
@@ -320,12 +485,10 @@ async fn run() -> Result<()> {
                 tasks: connect_unix(p.addr(&tasks_addr, "tasks")?),
                 network: connect_unix(p.addr(&network_addr, "network")?),
             };
-            servers.extend(gateway(
-                &p,
-                backends,
-                socket.unwrap_or(p.sock("berth")),
-                &rx,
-            )?);
+            let gw = berth_gateway::Gateway::open(&p.root, backends, p.registries.clone())
+                .context("open gateway")?;
+            servers
+                .extend(serve_gateway(gw, socket.unwrap_or(p.sock("berth")), &listen, &rx).await?);
         }
         None => {
             // The stores are opened side by side (after a crash each redb
@@ -354,62 +517,104 @@ async fn run() -> Result<()> {
                         .context("open gateway")
                 })
             };
-            let tasks = tasks_service(&p, shim_path(cli.shim))?;
+            let (tasks, recovered) = tasks_service(&p, shim_path(cli.shim))?;
+            startup.push(recovered);
             let network = network_service(&p).await?;
             let (content, snapshots, gw) = (content.await??, snapshots.await??, gw.await??);
             servers.push(serve!(content, p.sock("content"), rx));
             servers.push(serve!(snapshots, p.sock("snapshots"), rx));
             servers.push(serve!(tasks, p.sock("tasks"), rx));
             servers.push(serve!(network, p.sock("network"), rx));
-            servers.extend(serve_gateway(gw, p.sock("berth"), &rx)?);
+            servers.extend(serve_gateway(gw, p.sock("berth"), &listen, &rx).await?);
         }
     }
     tokio::spawn(wait_for_signal(tx));
+    // Every socket is bound and served; once berth-tasks has found its
+    // shims again, systemd may start the units that need this one.
+    let mut stop = rx.clone();
+    tokio::select! {
+        _ = async { for s in startup { s.await } } => notify_ready(name),
+        _ = stop.wait_for(|v| *v) => {}
+    }
     for s in servers {
         s.await.context("server task")?.context("gRPC server")?;
     }
     Ok(())
 }
 
-fn gateway(
-    p: &Paths,
-    backends: berth_gateway::Backends,
-    socket: PathBuf,
-    rx: &watch::Receiver<bool>,
-) -> Result<Vec<ServerTask>> {
-    let gw = berth_gateway::Gateway::open(&p.root, backends, p.registries.clone())
-        .context("open gateway")?;
-    serve_gateway(gw, socket, rx)
-}
-
 type ServerTask = tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>;
 
-/// Serves an opened gateway on `socket` and starts its recovery.
-fn serve_gateway(
+/// The gateway's API services (and their health) on a server builder.
+fn gateway_routes(
+    builder: tonic::transport::Server<tower::layer::util::Identity>,
+    gw: &berth_gateway::Gateway,
+    health: &HealthServer<HealthService>,
+) -> tonic::transport::server::Router<
+    tower::layer::util::Stack<berth_gateway::ApiMetricsLayer, tower::layer::util::Identity>,
+> {
+    builder
+        .layer(gw.api_metrics_layer())
+        .add_service(health.clone())
+        .add_service(gw.images_server())
+        .add_service(gw.containers_server())
+        .add_service(gw.processes_server())
+        .add_service(gw.system_server())
+        .add_service(gw.events_server())
+        .add_service(gw.files_server())
+        .add_service(gw.volumes_server())
+        .add_service(gw.networks_server())
+}
+
+/// Serves an opened gateway on `socket` (and on TCP when asked) and starts
+/// its recovery.
+async fn serve_gateway(
     gw: berth_gateway::Gateway,
     socket: PathBuf,
+    listen: &Listen,
     rx: &watch::Receiver<bool>,
 ) -> Result<Vec<ServerTask>> {
-    let incoming =
-        unix_incoming(&socket).with_context(|| format!("listen on {}", socket.display()))?;
-    info!(socket = %socket.display(), "gateway serving");
-    let rx = rx.clone();
-    let server = {
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            berth_common::grpc::server()
-                .add_service(gw.images_server())
-                .add_service(gw.containers_server())
-                .add_service(gw.processes_server())
-                .add_service(gw.system_server())
-                .add_service(gw.events_server())
-                .add_service(gw.files_server())
-                .add_service(gw.volumes_server())
-                .add_service(gw.networks_server())
+    let health = berth_common::grpc::health_service(&[
+        service_name(&gw.images_server()),
+        service_name(&gw.containers_server()),
+        service_name(&gw.processes_server()),
+        service_name(&gw.system_server()),
+        service_name(&gw.events_server()),
+        service_name(&gw.files_server()),
+        service_name(&gw.volumes_server()),
+        service_name(&gw.networks_server()),
+    ])
+    .await;
+    let mut servers = Vec::new();
+    if let Some((addr, tls)) = &listen.tcp {
+        let incoming = tonic::transport::server::TcpIncoming::bind(*addr)
+            .map_err(|e| anyhow::anyhow!("listen on tcp://{addr}: {e}"))?;
+        let mut builder = berth_common::grpc::server();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls.clone()).context("TLS setup")?;
+        }
+        let router = gateway_routes(builder, &gw, &health);
+        info!(%addr, tls = tls.is_some(), "gateway serving on TCP");
+        let rx = rx.clone();
+        servers.push(tokio::spawn(async move {
+            router
                 .serve_with_incoming_shutdown(incoming, shutdown_signal(rx))
                 .await
-        })
-    };
+        }));
+    }
+    if let Some(addr) = listen.metrics {
+        gw.serve_metrics(addr, shutdown_signal(rx.clone()))
+            .with_context(|| format!("listen for metrics on {addr}"))?;
+    }
+    let incoming = berth_common::grpc::unix_incoming_with(&socket, 0o660, listen.gid)
+        .with_context(|| format!("listen on {}", socket.display()))?;
+    info!(socket = %socket.display(), gid = ?listen.gid, "gateway serving");
+    let router = gateway_routes(berth_common::grpc::server(), &gw, &health);
+    let rx = rx.clone();
+    servers.push(tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, shutdown_signal(rx))
+            .await
+    }));
     gw.spawn_recovery();
-    Ok(vec![server])
+    Ok(servers)
 }

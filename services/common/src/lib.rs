@@ -2,8 +2,10 @@
 //! sockets, the `berth-namespace` metadata key, W3C trace-context propagation
 //! and telemetry setup.
 
+pub mod config;
 pub mod grpc;
 pub mod logopts;
+pub mod notify;
 pub mod reference;
 pub mod telemetry;
 pub mod time;

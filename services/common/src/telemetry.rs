@@ -1,26 +1,46 @@
 //! Tracing setup: logs to stderr (filter with `BERTH_LOG` or `RUST_LOG`),
-//! W3C trace-context propagation always, and OpenTelemetry OTLP export only
-//! when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
-//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) variable is set.
+//! and OpenTelemetry traces exported over OTLP only when the standard
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
+//! variable is set.
+//!
+//! - `OTEL_EXPORTER_OTLP_PROTOCOL` (or `..._TRACES_PROTOCOL`): `grpc` (the
+//!   default) or `http/protobuf`; the endpoint, headers and timeout
+//!   variables are read by the exporter as the specification says (for
+//!   http/protobuf the generic endpoint gets `/v1/traces` appended).
+//! - `OTEL_SERVICE_NAME` overrides the process's name (`berth-gateway`,
+//!   `berth-content`, ..., `berth-cli`); `OTEL_RESOURCE_ATTRIBUTES` adds to
+//!   the resource.
+//! - `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` choose the sampler
+//!   (default `parentbased_always_on`), `OTEL_BSP_*` tune the batching.
+//!
+//! When export is off nothing OpenTelemetry is installed: no span contexts
+//! are made and no `traceparent` is sent, so tracing costs what the log
+//! filter lets through and nothing more.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, Layer};
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Flushes and shuts the tracer provider down when dropped.
 pub struct TelemetryGuard {
-    provider: SdkTracerProvider,
+    provider: Option<SdkTracerProvider>,
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        let _ = self.provider.shutdown();
+        if let Some(p) = self.provider.take() {
+            let _ = p.shutdown();
+        }
     }
 }
 
@@ -35,46 +55,138 @@ pub fn otlp_enabled() -> bool {
         && std::env::var("OTEL_TRACES_EXPORTER").map_or(true, |v| v != "none")
 }
 
+/// Whether this process exports traces (and so makes and propagates span
+/// contexts).
+pub fn tracing_enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// The OTLP transport the variables ask for.
+#[derive(Debug, PartialEq, Eq)]
+enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+fn protocol() -> Result<Protocol, String> {
+    let v = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_default();
+    match v.as_str() {
+        "" | "grpc" => Ok(Protocol::Grpc),
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        other => Err(format!(
+            "OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not supported: use grpc or http/protobuf"
+        )),
+    }
+}
+
+fn exporter() -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let built = match protocol()? {
+        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build(),
+        Protocol::HttpProtobuf => {
+            // The blocking client runs on the batch processor's own
+            // thread; it is made there, outside the async runtime.
+            let client = std::thread::spawn(reqwest::blocking::Client::new)
+                .join()
+                .map_err(|_| "cannot make the OTLP HTTP client".to_string())?;
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_http_client(client)
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .build()
+        }
+    };
+    built.map_err(|e| e.to_string())
+}
+
 /// Installs the global subscriber. `default_level` applies when neither
 /// `BERTH_LOG` nor `RUST_LOG` is set. Must be called inside a tokio runtime
 /// when export is enabled.
 pub fn init(service_name: &str, default_level: &str) -> TelemetryGuard {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let mut resource = Resource::builder();
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        resource = resource.with_service_name(service_name.to_string());
-    }
-    let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
-    let mut export_error = None;
-    if otlp_enabled() {
-        match opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()
-        {
-            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
-            Err(e) => export_error = Some(e.to_string()),
-        }
-    }
-    let provider = builder.build();
-    let tracer = provider.tracer("berth");
-    opentelemetry::global::set_tracer_provider(provider.clone());
-
     let filter = std::env::var("BERTH_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .map(EnvFilter::new)
         .unwrap_or_else(|| EnvFilter::new(default_level));
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
-        .try_init();
+    let ansi = std::io::stderr().is_terminal();
+    let mut export_error = None;
+    let mut provider = None;
+    if otlp_enabled() {
+        match exporter() {
+            Ok(exporter) => {
+                let mut resource = Resource::builder();
+                if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+                    resource = resource.with_service_name(service_name.to_string());
+                }
+                provider = Some(
+                    SdkTracerProvider::builder()
+                        .with_resource(resource.build())
+                        .with_batch_exporter(exporter)
+                        .build(),
+                );
+            }
+            Err(e) => export_error = Some(e),
+        }
+    }
+    match &provider {
+        Some(p) => {
+            opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+            opentelemetry::global::set_tracer_provider(p.clone());
+            ENABLED.store(true, Ordering::Relaxed);
+            let tracer = p.tracer("berth");
+            // The log filter does not decide what is traced: spans at info
+            // and above are exported whatever BERTH_LOG says.
+            let _ = tracing_subscriber::registry()
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_ansi(ansi)
+                        .with_filter(filter),
+                )
+                .with(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer)
+                        .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+                )
+                .try_init();
+        }
+        None => {
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_ansi(ansi),
+                )
+                .try_init();
+        }
+    }
     if let Some(e) = export_error {
         tracing::warn!("OTLP trace export disabled: {e}");
     }
     TelemetryGuard { provider }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols() {
+        // One test owns these variables (tests run as threads).
+        std::env::remove_var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
+        std::env::remove_var("OTEL_EXPORTER_OTLP_PROTOCOL");
+        assert_eq!(protocol(), Ok(Protocol::Grpc));
+        std::env::set_var("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
+        assert_eq!(protocol(), Ok(Protocol::HttpProtobuf));
+        std::env::set_var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc");
+        assert_eq!(protocol(), Ok(Protocol::Grpc));
+        std::env::set_var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json");
+        assert!(protocol().unwrap_err().contains("http/json"));
+        std::env::remove_var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
+        std::env::remove_var("OTEL_EXPORTER_OTLP_PROTOCOL");
+    }
 }

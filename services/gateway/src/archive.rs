@@ -20,6 +20,7 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tracing::Instrument;
 
 use berth_common::{reference, request};
 use berth_proto::content::v1::WriteRequest;
@@ -535,16 +536,19 @@ impl Inner {
         let (tx, rx) = mpsc::channel(4);
         let inner = self.clone();
         let ns = ns.to_string();
-        tokio::spawn(async move {
-            let r = inner.save_into(&ns, items, tmp, tx.clone()).await;
-            if let Err(e) = r {
-                let _ = tx.send(Err(e.into())).await;
-            } else {
-                for id in refs {
-                    inner.emit_image(&ns, &id, "save", &id);
+        tokio::spawn(
+            async move {
+                let r = inner.save_into(&ns, items, tmp, tx.clone()).await;
+                if let Err(e) = r {
+                    let _ = tx.send(Err(e.into())).await;
+                } else {
+                    for id in refs {
+                        inner.emit_image(&ns, &id, "save", &id);
+                    }
                 }
             }
-        });
+            .in_current_span(),
+        );
         Ok(rx)
     }
 

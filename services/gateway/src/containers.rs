@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use berth_common::request;
 use berth_proto::gateway::v1::containers_server::Containers;
@@ -96,6 +97,14 @@ impl Inner {
 
     /// Finds a container by ID, name or unique ID prefix.
     pub(crate) fn find(&self, ns: &str, r: &str) -> Result<ContainerRecord> {
+        let found = self.find_record(ns, r);
+        if let Ok(c) = &found {
+            berth_common::grpc::record_container(&c.id);
+        }
+        found
+    }
+
+    fn find_record(&self, ns: &str, r: &str) -> Result<ContainerRecord> {
         let map = self.containers.lock().unwrap();
         let name = r.strip_prefix('/').unwrap_or(r);
         if let Some(c) = map.get(&(ns.to_string(), r.to_string())) {
@@ -214,6 +223,7 @@ impl Inner {
         )
         .map_err(Error::InvalidArgument)?;
         let (image, _) = self.resolve_image(ns, &req.image).await?;
+        berth_common::grpc::record_image(&req.image, Some(&image.id));
         let mut name = req.name.trim_start_matches('/').to_string();
         if !name.is_empty() {
             validate_name(&name).map_err(Error::InvalidArgument)?;
@@ -250,6 +260,7 @@ impl Inner {
         }
         exposed_ports.sort();
         let id = new_id();
+        berth_common::grpc::record_container(&id);
         // Docker's rules: an explicit entrypoint drops the image's Cmd.
         let (entrypoint, cmd) = match &req.entrypoint {
             Some(ep) => (
@@ -1226,42 +1237,45 @@ impl Containers for ContainersApi {
         let (tx, rx) = mpsc::channel(64);
         let mut events = inner.events.subscribe();
         let mut tailer = Tailer::open(&rec.log_path(), false).await;
-        tokio::spawn(async move {
-            let first = logs::select(
-                window.filter(tailer.read_available().await),
-                r.stdout,
-                r.stderr,
-                r.tail,
-            );
-            for e in first {
-                if tx.send(Ok(e)).await.is_err() {
-                    return;
-                }
-            }
-            if !r.follow {
-                return;
-            }
-            loop {
-                if inner.get(&ns, &rec.id).is_none_or(|c| !c.state.running()) {
-                    let rest = window.filter(tailer.read_available().await);
-                    for e in logs::select(rest, r.stdout, r.stderr, -1) {
-                        let _ = tx.send(Ok(e)).await;
-                    }
-                    return;
-                }
-                tokio::select! {
-                    _ = events.recv() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    _ = tx.closed() => return,
-                }
-                let more = window.filter(tailer.read_available().await);
-                for e in logs::select(more, r.stdout, r.stderr, -1) {
+        tokio::spawn(
+            async move {
+                let first = logs::select(
+                    window.filter(tailer.read_available().await),
+                    r.stdout,
+                    r.stderr,
+                    r.tail,
+                );
+                for e in first {
                     if tx.send(Ok(e)).await.is_err() {
                         return;
                     }
                 }
+                if !r.follow {
+                    return;
+                }
+                loop {
+                    if inner.get(&ns, &rec.id).is_none_or(|c| !c.state.running()) {
+                        let rest = window.filter(tailer.read_available().await);
+                        for e in logs::select(rest, r.stdout, r.stderr, -1) {
+                            let _ = tx.send(Ok(e)).await;
+                        }
+                        return;
+                    }
+                    tokio::select! {
+                        _ = events.recv() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = tx.closed() => return,
+                    }
+                    let more = window.filter(tailer.read_available().await);
+                    for e in logs::select(more, r.stdout, r.stderr, -1) {
+                        if tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
             }
-        });
+            .in_current_span(),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -1284,39 +1298,42 @@ impl Containers for ContainersApi {
                 payload: Some(attach_response::Payload::Output(e)),
             })
         };
-        tokio::spawn(async move {
-            loop {
-                let exit = tokio::select! {
-                    ev = events.recv() => match ev {
-                        Ok(ev) if ev.ns == ns && ev.id == id => match ev.kind {
-                            EventKind::Die(code) => Some(code),
-                            _ => None,
+        tokio::spawn(
+            async move {
+                loop {
+                    let exit = tokio::select! {
+                        ev = events.recv() => match ev {
+                            Ok(ev) if ev.ns == ns && ev.id == id => match ev.kind {
+                                EventKind::Die(code) => Some(code),
+                                _ => None,
+                            },
+                            Ok(_) => None,
+                            Err(broadcast::error::RecvError::Lagged(_)) => None,
+                            Err(broadcast::error::RecvError::Closed) => return,
                         },
-                        Ok(_) => None,
-                        Err(broadcast::error::RecvError::Lagged(_)) => None,
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => None,
-                    _ = tx.closed() => return,
-                };
-                for e in logs::select(tailer.read_available().await, r.stdout, r.stderr, -1) {
-                    if tx.send(out(e)).await.is_err() {
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => None,
+                        _ = tx.closed() => return,
+                    };
+                    for e in logs::select(tailer.read_available().await, r.stdout, r.stderr, -1) {
+                        if tx.send(out(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if let Some(code) = exit {
+                        let _ = tx
+                            .send(Ok(AttachResponse {
+                                payload: Some(attach_response::Payload::Exit(ExitStatus {
+                                    status_code: code,
+                                    error: String::new(),
+                                })),
+                            }))
+                            .await;
                         return;
                     }
                 }
-                if let Some(code) = exit {
-                    let _ = tx
-                        .send(Ok(AttachResponse {
-                            payload: Some(attach_response::Payload::Exit(ExitStatus {
-                                status_code: code,
-                                error: String::new(),
-                            })),
-                        }))
-                        .await;
-                    return;
-                }
             }
-        });
+            .in_current_span(),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

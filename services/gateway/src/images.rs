@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
 
 use berth_common::reference;
 use berth_common::request;
@@ -324,8 +325,10 @@ impl Inner {
         let (tx, rx) = tokio::sync::mpsc::channel(depth);
         let mut client = self.content.clone();
         let ns = ns.to_string();
-        let handle =
-            tokio::spawn(async move { client.write(request(&ns, ReceiverStream::new(rx))).await });
+        let handle = tokio::spawn(
+            async move { client.write(request(&ns, ReceiverStream::new(rx))).await }
+                .in_current_span(),
+        );
         (tx, handle)
     }
 
@@ -699,51 +702,54 @@ impl Inner {
         // Forward the data. On a client error the sender is kept until the
         // content call is dropped, so berth-content sees a cancelled stream,
         // never a short but complete one.
-        let forward = tokio::spawn(async move {
-            if let Some(resp) = download {
-                let mut body = resp.bytes_stream();
-                use futures::StreamExt;
-                while let Some(chunk) = body.next().await {
-                    match chunk {
-                        Ok(d) => {
-                            let msg = ImportImageRequest {
-                                payload: Some(import_image_request::Payload::Data(d.to_vec())),
-                            };
-                            if tx.send(msg).await.is_err() {
+        let forward = tokio::spawn(
+            async move {
+                if let Some(resp) = download {
+                    let mut body = resp.bytes_stream();
+                    use futures::StreamExt;
+                    while let Some(chunk) = body.next().await {
+                        match chunk {
+                            Ok(d) => {
+                                let msg = ImportImageRequest {
+                                    payload: Some(import_image_request::Payload::Data(d.to_vec())),
+                                };
+                                if tx.send(msg).await.is_err() {
+                                    return (Ok(()), Some(tx));
+                                }
+                            }
+                            Err(e) => return (Err(format!("download failed: {e}")), Some(tx)),
+                        }
+                    }
+                    return (Ok(()), None);
+                }
+                loop {
+                    match incoming.message().await {
+                        Ok(Some(ImportRequest {
+                            payload: Some(import_request::Payload::Data(d)),
+                        })) => {
+                            if tx
+                                .send(ImportImageRequest {
+                                    payload: Some(import_image_request::Payload::Data(d)),
+                                })
+                                .await
+                                .is_err()
+                            {
                                 return (Ok(()), Some(tx));
                             }
                         }
-                        Err(e) => return (Err(format!("download failed: {e}")), Some(tx)),
-                    }
-                }
-                return (Ok(()), None);
-            }
-            loop {
-                match incoming.message().await {
-                    Ok(Some(ImportRequest {
-                        payload: Some(import_request::Payload::Data(d)),
-                    })) => {
-                        if tx
-                            .send(ImportImageRequest {
-                                payload: Some(import_image_request::Payload::Data(d)),
-                            })
-                            .await
-                            .is_err()
-                        {
-                            return (Ok(()), Some(tx));
+                        Ok(Some(_)) => {}
+                        Ok(None) => return (Ok(()), None),
+                        Err(e) => {
+                            return (
+                                Err(format!("import stream failed: {}", e.message())),
+                                Some(tx),
+                            )
                         }
                     }
-                    Ok(Some(_)) => {}
-                    Ok(None) => return (Ok(()), None),
-                    Err(e) => {
-                        return (
-                            Err(format!("import stream failed: {}", e.message())),
-                            Some(tx),
-                        )
-                    }
                 }
             }
-        });
+            .in_current_span(),
+        );
         let mut content = self.content.clone();
         let call = content.import_image(request(ns, ReceiverStream::new(rx)));
         tokio::pin!(call);
@@ -987,11 +993,14 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let fut = op(tx.clone());
-    tokio::spawn(async move {
-        if let Err(e) = fut.await {
-            let _ = tx.send(Err(e.into())).await;
+    tokio::spawn(
+        async move {
+            if let Err(e) = fut.await {
+                let _ = tx.send(Err(e.into())).await;
+            }
         }
-    });
+        .in_current_span(),
+    );
     ReceiverStream::new(rx)
 }
 

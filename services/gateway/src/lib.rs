@@ -16,6 +16,7 @@ mod housekeeping;
 mod images;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod mounts;
 mod networking;
 mod networks;
@@ -51,6 +52,7 @@ use tokio::sync::broadcast;
 use tonic::transport::Channel;
 
 pub use error::{Error, EXIT_CODE_KEY};
+pub use metrics::{ApiMetricsLayer, ApiMetricsService};
 pub use pull::RegistryOptions;
 
 use container::ContainerRecord;
@@ -108,6 +110,8 @@ pub(crate) struct Inner {
     /// Serialises creating, removing and pruning volumes with the creation
     /// of containers that use them.
     volume_ops: tokio::sync::Mutex<()>,
+    /// API call counts and latencies, pull bytes (see metrics.rs).
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// The gateway: build it with [`Gateway::open`], then serve its three
@@ -155,6 +159,7 @@ impl Gateway {
             gc_lock: tokio::sync::RwLock::new(()),
             volumes: Mutex::default(),
             volume_ops: tokio::sync::Mutex::new(()),
+            metrics: Arc::default(),
         });
         inner.recover_volumes()?;
         Ok(Gateway { inner })
@@ -168,6 +173,22 @@ impl Gateway {
             inner.restore_dangling_leases().await;
             recovery::recover(inner).await
         });
+    }
+
+    /// A tower layer for the gateway's gRPC server that counts calls and
+    /// observes their latency for the metrics endpoint.
+    pub fn api_metrics_layer(&self) -> ApiMetricsLayer {
+        ApiMetricsLayer::new(self.inner.metrics.clone())
+    }
+
+    /// Serves Prometheus metrics (`GET /metrics`) on `addr` until
+    /// `shutdown` completes. The address is bound before this returns.
+    pub fn serve_metrics(
+        &self,
+        addr: std::net::SocketAddr,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        metrics::listen(self.inner.clone(), addr, shutdown)
     }
 
     pub fn images_server(&self) -> ImagesServer<images::ImagesApi> {

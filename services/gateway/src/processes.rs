@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use berth_common::request;
 use berth_proto::gateway::v1::container_processes_server::ContainerProcesses;
@@ -20,7 +21,7 @@ use berth_proto::gateway::v1::{
 use berth_proto::tasks::v1::{
     exec_process_request, exec_process_response, stdin_request, ExecProcessRequest,
     ExecProcessStart, PauseRequest, PidsRequest, ResizePtyRequest, StatsRequest as TaskStatsReq,
-    StdinRequest, TerminalSize,
+    StdinRequest, TaskStats, TerminalSize,
 };
 use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -194,6 +195,26 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// The resource usage of a container's task from berth-tasks (what
+    /// `berth stats` and the metrics endpoint show); `None` when it does
+    /// not run (any more).
+    pub(crate) async fn task_stats(&self, ns: &str, id: &str) -> Result<Option<TaskStats>> {
+        match self
+            .tasks
+            .clone()
+            .stats(request(ns, TaskStatsReq { id: id.to_string() }))
+            .await
+        {
+            Ok(t) => Ok(Some(t.into_inner())),
+            Err(st) if st.code() == Code::FailedPrecondition || st.code() == Code::NotFound => {
+                Ok(None)
+            }
+            Err(st) => Err(Error::service("tasks")(st)),
+        }
+    }
+}
+
 /// Thaws a paused container so that a signal can act (docker's kill and
 /// stop of a paused container). Called before signalling.
 pub(crate) async fn thaw_for_signal(inner: &Inner, ns: &str, id: &str) {
@@ -305,123 +326,132 @@ impl ContainerProcesses for ProcessesApi {
             let id = id.clone();
             let mut seen_running = rec.state.running();
             let mut input_done = false;
-            tokio::spawn(async move {
-                loop {
-                    let exit = tokio::select! {
-                        ev = events.recv() => match ev {
-                            Ok(ev) if ev.ns == ns && ev.id == id => match ev.kind {
-                                EventKind::Start => { seen_running = true; None }
-                                EventKind::Die(code) if seen_running => Some(code),
-                                _ => None,
+            tokio::spawn(
+                async move {
+                    loop {
+                        let exit = tokio::select! {
+                            ev = events.recv() => match ev {
+                                Ok(ev) if ev.ns == ns && ev.id == id => match ev.kind {
+                                    EventKind::Start => { seen_running = true; None }
+                                    EventKind::Die(code) if seen_running => Some(code),
+                                    _ => None,
+                                },
+                                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => None,
+                                Err(broadcast::error::RecvError::Closed) => return,
                             },
-                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => None,
-                            Err(broadcast::error::RecvError::Closed) => return,
-                        },
-                        _ = tokio::time::sleep(Duration::from_millis(30)) => None,
-                        changed = detach_rx.changed(), if !input_done => match changed {
-                            Ok(()) if *detach_rx.borrow() => {
-                                let _ = tx.send(Ok(AttachIoResponse {
-                                    payload: Some(attach_io_response::Payload::Detached(true)),
-                                })).await;
+                            _ = tokio::time::sleep(Duration::from_millis(30)) => None,
+                            changed = detach_rx.changed(), if !input_done => match changed {
+                                Ok(()) if *detach_rx.borrow() => {
+                                    let _ = tx.send(Ok(AttachIoResponse {
+                                        payload: Some(attach_io_response::Payload::Detached(true)),
+                                    })).await;
+                                    return;
+                                }
+                                Ok(()) => None,
+                                // The input side is gone (no stdin, or its end):
+                                // no detach can come any more; keep following.
+                                Err(_) => { input_done = true; None }
+                            },
+                            _ = tx.closed() => return,
+                        };
+                        for e in logs::select(tailer.read_available().await, want_out, want_err, -1)
+                        {
+                            if tx.send(Ok(attach_out(e))).await.is_err() {
                                 return;
                             }
-                            Ok(()) => None,
-                            // The input side is gone (no stdin, or its end):
-                            // no detach can come any more; keep following.
-                            Err(_) => { input_done = true; None }
-                        },
-                        _ = tx.closed() => return,
-                    };
-                    for e in logs::select(tailer.read_available().await, want_out, want_err, -1) {
-                        if tx.send(Ok(attach_out(e))).await.is_err() {
+                        }
+                        if !seen_running && get(&inner, &ns, &id).is_some_and(|c| c.state.running())
+                        {
+                            seen_running = true;
+                        }
+                        if let Some(code) = exit {
+                            let _ = tx
+                                .send(Ok(AttachIoResponse {
+                                    payload: Some(attach_io_response::Payload::Exit(ExitStatus {
+                                        status_code: code,
+                                        error: String::new(),
+                                    })),
+                                }))
+                                .await;
                             return;
                         }
                     }
-                    if !seen_running && get(&inner, &ns, &id).is_some_and(|c| c.state.running()) {
-                        seen_running = true;
-                    }
-                    if let Some(code) = exit {
-                        let _ = tx
-                            .send(Ok(AttachIoResponse {
-                                payload: Some(attach_io_response::Payload::Exit(ExitStatus {
-                                    status_code: code,
-                                    error: String::new(),
-                                })),
-                            }))
-                            .await;
-                        return;
-                    }
                 }
-            });
+                .in_current_span(),
+            );
         }
 
         // Input: to the container's stdin once it runs.
         if start.stdin && rec.config.open_stdin {
             let stdin_once = rec.config.stdin_once;
-            tokio::spawn(async move {
-                let mut filter = DetachFilter::new(if tty { keys } else { Vec::new() });
-                let mut ev = inner.events.subscribe();
-                let (in_tx, in_rx) = mpsc::channel::<StdinRequest>(64);
-                let mut in_rx = Some(in_rx);
-                let msg = |p| StdinRequest { payload: Some(p) };
-                let mut closed = false;
-                loop {
-                    let m = input.next().await;
-                    if let Some(in_rx) = in_rx.take() {
-                        // Connect to the container's stdin once it runs.
-                        if matches!(m, None | Some(Err(_)))
-                            || !wait_running(&inner, &ns, &id, &mut ev, &client).await
-                        {
-                            return;
-                        }
-                        let _ = in_tx
-                            .send(msg(stdin_request::Payload::Id(id.clone())))
-                            .await;
-                        let mut tasks = inner.tasks.clone();
-                        let stream = ReceiverStream::new(in_rx);
-                        let ns2 = ns.clone();
-                        tokio::spawn(async move {
-                            if let Err(s) = tasks.attach_stdin(request(&ns2, stream)).await {
-                                warn!("attach stdin: {s}");
-                            }
-                        });
-                    }
-                    let p = match m {
-                        Some(Ok(AttachIoRequest { payload: Some(p) })) => p,
-                        Some(Ok(_)) => continue,
-                        // End of input (or the client went away).
-                        Some(Err(_)) | None => break,
-                    };
-                    match p {
-                        attach_io_request::Payload::Stdin(data) => {
-                            let (pass, detach) = filter.feed(&data);
-                            if !pass.is_empty() {
-                                let _ = in_tx.send(msg(stdin_request::Payload::Data(pass))).await;
-                            }
-                            if detach {
-                                let _ = detach_tx.send(true);
+            tokio::spawn(
+                async move {
+                    let mut filter = DetachFilter::new(if tty { keys } else { Vec::new() });
+                    let mut ev = inner.events.subscribe();
+                    let (in_tx, in_rx) = mpsc::channel::<StdinRequest>(64);
+                    let mut in_rx = Some(in_rx);
+                    let msg = |p| StdinRequest { payload: Some(p) };
+                    let mut closed = false;
+                    loop {
+                        let m = input.next().await;
+                        if let Some(in_rx) = in_rx.take() {
+                            // Connect to the container's stdin once it runs.
+                            if matches!(m, None | Some(Err(_)))
+                                || !wait_running(&inner, &ns, &id, &mut ev, &client).await
+                            {
                                 return;
                             }
-                        }
-                        attach_io_request::Payload::Resize(r) => {
                             let _ = in_tx
-                                .send(msg(stdin_request::Payload::Resize(TerminalSize {
-                                    rows: r.rows,
-                                    cols: r.cols,
-                                })))
+                                .send(msg(stdin_request::Payload::Id(id.clone())))
                                 .await;
+                            let mut tasks = inner.tasks.clone();
+                            let stream = ReceiverStream::new(in_rx);
+                            let ns2 = ns.clone();
+                            tokio::spawn(async move {
+                                if let Err(s) = tasks.attach_stdin(request(&ns2, stream)).await {
+                                    warn!("attach stdin: {s}");
+                                }
+                            });
                         }
-                        attach_io_request::Payload::CloseStdin(true) if stdin_once && !tty => {
-                            closed = true;
-                            let _ = in_tx.send(msg(stdin_request::Payload::Close(true))).await;
+                        let p = match m {
+                            Some(Ok(AttachIoRequest { payload: Some(p) })) => p,
+                            Some(Ok(_)) => continue,
+                            // End of input (or the client went away).
+                            Some(Err(_)) | None => break,
+                        };
+                        match p {
+                            attach_io_request::Payload::Stdin(data) => {
+                                let (pass, detach) = filter.feed(&data);
+                                if !pass.is_empty() {
+                                    let _ =
+                                        in_tx.send(msg(stdin_request::Payload::Data(pass))).await;
+                                }
+                                if detach {
+                                    let _ = detach_tx.send(true);
+                                    return;
+                                }
+                            }
+                            attach_io_request::Payload::Resize(r) => {
+                                let _ = in_tx
+                                    .send(msg(stdin_request::Payload::Resize(TerminalSize {
+                                        rows: r.rows,
+                                        cols: r.cols,
+                                    })))
+                                    .await;
+                            }
+                            attach_io_request::Payload::CloseStdin(true) if stdin_once && !tty => {
+                                closed = true;
+                                let _ = in_tx.send(msg(stdin_request::Payload::Close(true))).await;
+                            }
+                            _ => {}
                         }
-                        _ => {}
+                    }
+                    if stdin_once && !tty && !closed {
+                        let _ = in_tx.send(msg(stdin_request::Payload::Close(true))).await;
                     }
                 }
-                if stdin_once && !tty && !closed {
-                    let _ = in_tx.send(msg(stdin_request::Payload::Close(true))).await;
-                }
-            });
+                .in_current_span(),
+            );
         } else {
             // No stdin: still watch for resizes and the end of the stream.
             tokio::spawn(async move {
@@ -526,98 +556,104 @@ impl ContainerProcesses for ProcessesApi {
             Vec::new()
         });
         let (detach_tx, mut detach_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            while let Some(Ok(m)) = input.next().await {
-                let p = match m.payload {
-                    Some(exec_request::Payload::Stdin(d)) => {
-                        let (pass, detach) = filter.feed(&d);
-                        if detach {
-                            if !pass.is_empty() {
-                                let _ = to_tasks
-                                    .send(msg(exec_process_request::Payload::Stdin(pass)))
-                                    .await;
+        tokio::spawn(
+            async move {
+                while let Some(Ok(m)) = input.next().await {
+                    let p = match m.payload {
+                        Some(exec_request::Payload::Stdin(d)) => {
+                            let (pass, detach) = filter.feed(&d);
+                            if detach {
+                                if !pass.is_empty() {
+                                    let _ = to_tasks
+                                        .send(msg(exec_process_request::Payload::Stdin(pass)))
+                                        .await;
+                                }
+                                let _ = detach_tx.send(true);
+                                // Ending the input is not "close stdin" for the
+                                // exec: it keeps its stdin and runs on.
+                                return;
                             }
-                            let _ = detach_tx.send(true);
-                            // Ending the input is not "close stdin" for the
-                            // exec: it keeps its stdin and runs on.
-                            return;
+                            exec_process_request::Payload::Stdin(pass)
                         }
-                        exec_process_request::Payload::Stdin(pass)
+                        Some(exec_request::Payload::CloseStdin(c)) => {
+                            exec_process_request::Payload::CloseStdin(c)
+                        }
+                        Some(exec_request::Payload::Resize(r)) => {
+                            exec_process_request::Payload::Resize(TerminalSize {
+                                rows: r.rows,
+                                cols: r.cols,
+                            })
+                        }
+                        _ => continue,
+                    };
+                    if to_tasks.send(msg(p)).await.is_err() {
+                        break;
                     }
-                    Some(exec_request::Payload::CloseStdin(c)) => {
-                        exec_process_request::Payload::CloseStdin(c)
-                    }
-                    Some(exec_request::Payload::Resize(r)) => {
-                        exec_process_request::Payload::Resize(TerminalSize {
-                            rows: r.rows,
-                            cols: r.cols,
-                        })
-                    }
-                    _ => continue,
-                };
-                if to_tasks.send(msg(p)).await.is_err() {
-                    break;
                 }
             }
-        });
+            .in_current_span(),
+        );
         let (tx, rx) = mpsc::channel(64);
         let detach = start.detach;
-        tokio::spawn(async move {
-            let resp = |p| Ok(ExecResponse { payload: Some(p) });
-            if tx
-                .send(resp(exec_response::Payload::ExecId(exec_id)))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            loop {
-                let m = tokio::select! {
-                    m = out.next() => match m {
-                        Some(m) => m,
-                        None => return,
-                    },
-                    _ = detach_rx.changed() => return,
-                };
-                let p = match m {
-                    Ok(m) => m.payload,
-                    Err(s) => {
-                        let _ = tx.send(Err(s)).await;
-                        return;
-                    }
-                };
-                let p = match p {
-                    Some(exec_process_response::Payload::Started(_)) => {
-                        if detach {
-                            return;
-                        }
-                        continue;
-                    }
-                    Some(exec_process_response::Payload::Output(o)) => {
-                        exec_response::Payload::Output(LogEntry {
-                            stream: if o.stream == 2 {
-                                Stream::Stderr as i32
-                            } else {
-                                Stream::Stdout as i32
-                            },
-                            data: o.data,
-                            time: berth_common::time::now_rfc3339(),
-                        })
-                    }
-                    Some(exec_process_response::Payload::Exit(e)) => {
-                        exec_response::Payload::Exit(ExitStatus {
-                            status_code: e.exit_status as i64,
-                            error: e.error,
-                        })
-                    }
-                    None => continue,
-                };
-                let last = matches!(p, exec_response::Payload::Exit(_));
-                if tx.send(resp(p)).await.is_err() || last {
+        tokio::spawn(
+            async move {
+                let resp = |p| Ok(ExecResponse { payload: Some(p) });
+                if tx
+                    .send(resp(exec_response::Payload::ExecId(exec_id)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
+                loop {
+                    let m = tokio::select! {
+                        m = out.next() => match m {
+                            Some(m) => m,
+                            None => return,
+                        },
+                        _ = detach_rx.changed() => return,
+                    };
+                    let p = match m {
+                        Ok(m) => m.payload,
+                        Err(s) => {
+                            let _ = tx.send(Err(s)).await;
+                            return;
+                        }
+                    };
+                    let p = match p {
+                        Some(exec_process_response::Payload::Started(_)) => {
+                            if detach {
+                                return;
+                            }
+                            continue;
+                        }
+                        Some(exec_process_response::Payload::Output(o)) => {
+                            exec_response::Payload::Output(LogEntry {
+                                stream: if o.stream == 2 {
+                                    Stream::Stderr as i32
+                                } else {
+                                    Stream::Stdout as i32
+                                },
+                                data: o.data,
+                                time: berth_common::time::now_rfc3339(),
+                            })
+                        }
+                        Some(exec_process_response::Payload::Exit(e)) => {
+                            exec_response::Payload::Exit(ExitStatus {
+                                status_code: e.exit_status as i64,
+                                error: e.error,
+                            })
+                        }
+                        None => continue,
+                    };
+                    let last = matches!(p, exec_response::Payload::Exit(_));
+                    if tx.send(resp(p)).await.is_err() || last {
+                        return;
+                    }
+                }
             }
-        });
+            .in_current_span(),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -708,59 +744,52 @@ impl ContainerProcesses for ProcessesApi {
         let rec = self.0.find(&ns, &r.id)?;
         let inner = self.0.clone();
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            loop {
-                let mut s = ContainerStats {
-                    id: rec.id.clone(),
-                    name: rec.name.clone(),
-                    read: berth_common::time::now_rfc3339(),
-                    ..Default::default()
-                };
-                let running = get(&inner, &ns, &rec.id).is_some_and(|c| c.state.running());
-                if running {
-                    match inner
-                        .tasks
-                        .clone()
-                        .stats(request(&ns, TaskStatsReq { id: rec.id.clone() }))
-                        .await
-                    {
-                        Ok(t) => {
-                            let t = t.into_inner();
-                            s.cpu_total_ns = t.cpu_total_ns;
-                            s.system_cpu_ns = t.system_cpu_ns;
-                            s.online_cpus = t.online_cpus;
-                            s.memory_usage = t.memory_usage;
-                            s.memory_limit = t.memory_limit;
-                            s.memory_cache = t.memory_cache;
-                            s.net_rx_bytes = t.net_rx_bytes;
-                            s.net_tx_bytes = t.net_tx_bytes;
-                            s.blkio_read_bytes = t.blkio_read_bytes;
-                            s.blkio_write_bytes = t.blkio_write_bytes;
-                            s.pids = t.pids;
-                        }
-                        Err(st)
-                            if st.code() == Code::FailedPrecondition
-                                || st.code() == Code::NotFound => {}
-                        Err(st) => {
-                            let _ = tx
-                                .send(Err(Status::from(Error::service("tasks")(st))))
-                                .await;
-                            return;
+        tokio::spawn(
+            async move {
+                loop {
+                    let mut s = ContainerStats {
+                        id: rec.id.clone(),
+                        name: rec.name.clone(),
+                        read: berth_common::time::now_rfc3339(),
+                        ..Default::default()
+                    };
+                    let running = get(&inner, &ns, &rec.id).is_some_and(|c| c.state.running());
+                    if running {
+                        match inner.task_stats(&ns, &rec.id).await {
+                            Ok(None) => {}
+                            Ok(Some(t)) => {
+                                s.cpu_total_ns = t.cpu_total_ns;
+                                s.system_cpu_ns = t.system_cpu_ns;
+                                s.online_cpus = t.online_cpus;
+                                s.memory_usage = t.memory_usage;
+                                s.memory_limit = t.memory_limit;
+                                s.memory_cache = t.memory_cache;
+                                s.net_rx_bytes = t.net_rx_bytes;
+                                s.net_tx_bytes = t.net_tx_bytes;
+                                s.blkio_read_bytes = t.blkio_read_bytes;
+                                s.blkio_write_bytes = t.blkio_write_bytes;
+                                s.pids = t.pids;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(Status::from(e))).await;
+                                return;
+                            }
                         }
                     }
-                }
-                if tx.send(Ok(s)).await.is_err() || !r.stream {
-                    return;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = tx.closed() => return,
-                }
-                if get(&inner, &ns, &rec.id).is_none() {
-                    return;
+                    if tx.send(Ok(s)).await.is_err() || !r.stream {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = tx.closed() => return,
+                    }
+                    if get(&inner, &ns, &rec.id).is_none() {
+                        return;
+                    }
                 }
             }
-        });
+            .in_current_span(),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -19,6 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use berth_common::reference;
 use berth_common::request;
@@ -230,6 +231,7 @@ impl Inner {
         for host in &endpoints {
             match self.registry.manifest(host, r.path(), &want, &creds).await {
                 Ok(m) => {
+                    self.metrics.add_pull_bytes(m.0.len() as u64);
                     fetched = Some((host.clone(), m));
                     break;
                 }
@@ -244,6 +246,7 @@ impl Inner {
                 berth_registry::Error::Transport("no registry endpoint".into())
             })));
         };
+        berth_common::grpc::record_image(&r.full(), Some(&top_digest));
         let mut src = Source {
             host,
             repo: r.path().to_string(),
@@ -276,6 +279,7 @@ impl Inner {
                 .manifest(&src.host, &src.repo, &d.digest, &creds)
                 .await
                 .map_err(registry_error)?;
+            self.metrics.add_pull_bytes(b.len() as u64);
             if media::is_index(&t) {
                 return Err(Error::InvalidArgument(
                     "a manifest list entry is itself a list".into(),
@@ -323,6 +327,7 @@ impl Inner {
             )
             .await
             .map_err(registry_error)?;
+        self.metrics.add_pull_bytes(config.len() as u64);
         let config_json: Value = serde_json::from_slice(&config)
             .map_err(|e| Error::InvalidArgument(format!("bad image config: {e}")))?;
         let cfg_os = config_json["os"].as_str().unwrap_or("");
@@ -679,6 +684,7 @@ impl Inner {
                     }
                 };
                 let len = chunk.len() as u64;
+                self.metrics.add_pull_bytes(len);
                 let msg = WriteRequest {
                     offset: offset as i64,
                     data: chunk.clone(),
@@ -773,14 +779,17 @@ impl Inner {
         let mut client = self.snapshots.clone();
         let req = request(ns, tokio_stream::wrappers::ReceiverStream::new(arx));
         let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let r = client
-                .apply_stream(req)
-                .await
-                .map(tonic::Response::into_inner);
-            drop(done_tx);
-            r
-        });
+        let task = tokio::spawn(
+            async move {
+                let r = client
+                    .apply_stream(req)
+                    .await
+                    .map(tonic::Response::into_inner);
+                drop(done_tx);
+                r
+            }
+            .in_current_span(),
+        );
         ApplySink {
             tx: Some(atx),
             done,

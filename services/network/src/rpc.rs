@@ -72,6 +72,7 @@ impl Network for NetworkService {
     ) -> Result<Response<AttachResponse>, Status> {
         let ns = namespace_of(&req)?;
         let r = req.get_ref();
+        berth_common::grpc::record_container(&r.container_id);
         Ok(Response::new(
             NetworkService::attach(
                 self,
@@ -90,6 +91,7 @@ impl Network for NetworkService {
         &self,
         req: Request<DetachRequest>,
     ) -> Result<Response<DetachResponse>, Status> {
+        berth_common::grpc::record_container(&req.get_ref().container_id);
         NetworkService::detach(self, &req.get_ref().container_id).await?;
         Ok(Response::new(DetachResponse {}))
     }

@@ -13,9 +13,9 @@ use berth_proto::tasks::v1::tasks_server::Tasks;
 use berth_proto::tasks::v1::{
     CloseStdinRequest, CreateTaskRequest, DeleteRequest, ExecProcessRequest, ExecProcessResponse,
     KillRequest, ListTasksRequest, ListTasksResponse, OomEvent, PauseRequest, PidsRequest,
-    PidsResponse, ResizePtyRequest, StartRequest, StartResponse, StateRequest, StatsRequest,
-    Status as TaskStatus, StdinRequest, TaskState, TaskStats, UpdateTaskRequest, WaitRequest,
-    WaitResponse, WatchOomRequest,
+    PidsResponse, ResizePtyRequest, StartRequest, StartResponse, StateRequest, StatsBatchRequest,
+    StatsBatchResponse, StatsRequest, Status as TaskStatus, StdinRequest, TaskState, TaskStats,
+    UpdateTaskRequest, WaitRequest, WaitResponse, WatchOomRequest,
 };
 use berth_proto::types::v1::Empty;
 use serde::Serialize;
@@ -141,6 +141,8 @@ pub struct TasksService {
     tasks: Arc<Mutex<HashMap<Key, Arc<Task>>>>,
     /// Control channels of running execs by (namespace, task, exec id).
     execs: ExecMap,
+    /// `true` once recovery has checked the tasks of an earlier run.
+    recovered: watch::Receiver<bool>,
 }
 
 type ExecMap = Arc<Mutex<HashMap<(String, String, String), mpsc::Sender<Vec<u8>>>>>;
@@ -168,6 +170,7 @@ impl TasksService {
             shim,
             tasks: Arc::default(),
             execs: Arc::default(),
+            recovered: watch::channel(false).1,
         };
         let mut found = Vec::new();
         for (ns, id, bundle) in recovery::scan(&svc.root) {
@@ -178,8 +181,21 @@ impl TasksService {
                 .insert((ns.clone(), id), task.clone());
             found.push(((ns, task.id.clone()), task));
         }
-        recovery::spawn(svc.tasks.clone(), found, recovery::deadline());
-        Ok(svc)
+        let recovered = recovery::spawn(svc.tasks.clone(), found, recovery::deadline());
+        Ok(TasksService { recovered, ..svc })
+    }
+
+    /// Resolves once the tasks of an earlier run have been checked: each is
+    /// known again (a running one watched through its shim), or its check
+    /// outlasted the deadline and it stays UNKNOWN until the check finishes
+    /// (so that one shim stuck in the kernel cannot hold the service back
+    /// forever). berthd tells systemd it is ready only after this.
+    pub fn recovered(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.recovered.clone();
+        async move {
+            // An error means the recovery task is gone: nothing to wait for.
+            let _ = rx.wait_for(|done| *done).await;
+        }
     }
 
     fn insert(&self, ns: &str, bundle: Bundle, record: TaskRecord) -> Arc<Task> {
@@ -320,7 +336,10 @@ impl TasksService {
         if rec.open_stdin {
             cmd.arg("--stdin");
         }
-        cmd.stdin(std::process::Stdio::null())
+        // systemd's notification socket is berth-tasks' own: the shim
+        // outlives the service and must not pass it on to the container.
+        cmd.env_remove(berth_common::notify::NOTIFY_SOCKET_ENV)
+            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit());
         let mut child = cmd
@@ -671,18 +690,21 @@ fn wait_response(exit: ExitRecord) -> WaitResponse {
 impl Tasks for TasksService {
     async fn create(&self, req: Request<CreateTaskRequest>) -> Result<Response<Empty>, Status> {
         let ns = berth_common::namespace_of(&req)?;
+        berth_common::grpc::record_container(&req.get_ref().id);
         TasksService::create(self, &ns, req.into_inner()).await?;
         Ok(Response::new(Empty {}))
     }
 
     async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
+        berth_common::grpc::record_container(&req.get_ref().id);
         let pid = TasksService::start(self, &ns, &req.get_ref().id).await?;
         Ok(Response::new(StartResponse { pid }))
     }
 
     async fn state(&self, req: Request<StateRequest>) -> Result<Response<TaskState>, Status> {
         let ns = berth_common::namespace_of(&req)?;
+        berth_common::grpc::record_container(&req.get_ref().id);
         Ok(Response::new(self.get(&ns, &req.get_ref().id)?.state()))
     }
 
@@ -706,24 +728,28 @@ impl Tasks for TasksService {
 
     async fn kill(&self, req: Request<KillRequest>) -> Result<Response<Empty>, Status> {
         let ns = berth_common::namespace_of(&req)?;
+        berth_common::grpc::record_container(&req.get_ref().id);
         TasksService::kill(self, &ns, req.get_ref())?;
         Ok(Response::new(Empty {}))
     }
 
     async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
+        berth_common::grpc::record_container(&req.get_ref().id);
         let exit = TasksService::wait(self, &ns, &req.get_ref().id).await?;
         Ok(Response::new(wait_response(exit)))
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<WaitResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
+        berth_common::grpc::record_container(&req.get_ref().id);
         let exit = TasksService::delete(self, &ns, &req.get_ref().id)?;
         Ok(Response::new(wait_response(exit)))
     }
 
     async fn pids(&self, req: Request<PidsRequest>) -> Result<Response<PidsResponse>, Status> {
         let ns = berth_common::namespace_of(&req)?;
+        berth_common::grpc::record_container(&req.get_ref().id);
         let pids = TasksService::pids(self, &ns, &req.get_ref().id)?;
         Ok(Response::new(PidsResponse { pids }))
     }
@@ -851,5 +877,14 @@ impl Tasks for TasksService {
             &ns,
             &req.get_ref().id,
         )?))
+    }
+
+    async fn stats_batch(
+        &self,
+        req: Request<StatsBatchRequest>,
+    ) -> Result<Response<StatsBatchResponse>, Status> {
+        let ns = berth_common::namespace_of(&req)?;
+        let stats = TasksService::stats_batch(self, &ns, req.into_inner().ids).await?;
+        Ok(Response::new(StatsBatchResponse { stats }))
     }
 }

@@ -548,10 +548,20 @@ async fn attach_start_wait(ctx: &Ctx, id: &str, run_style: bool) -> i32 {
             Err(s) => break fail(&s),
         }
     };
-    for task in proxy {
+    stop_signal_proxy(proxy).await;
+    code
+}
+
+/// Stops the signal forwarders and waits until they are gone (with them
+/// their hold on the command's span, which then ends before the trace is
+/// flushed).
+pub(crate) async fn stop_signal_proxy(proxy: Vec<tokio::task::JoinHandle<()>>) {
+    for task in &proxy {
         task.abort();
     }
-    code
+    for task in proxy {
+        let _ = task.await;
+    }
 }
 
 /// Forwards the signals a user sends to the CLI to the container, as

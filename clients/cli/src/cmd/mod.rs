@@ -1,6 +1,7 @@
 //! One module per group of commands.
 
 pub mod containers;
+pub mod context;
 pub mod files;
 pub mod images;
 pub mod imagestore;

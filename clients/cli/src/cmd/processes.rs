@@ -351,9 +351,7 @@ pub async fn session(ctx: &Ctx, s: Session) -> i32 {
         }
     };
     forward.abort();
-    for p in proxy {
-        p.abort();
-    }
+    crate::cmd::containers::stop_signal_proxy(proxy).await;
     drop(raw);
     code
 }

@@ -4,6 +4,7 @@
 //! exec is a `berth-shim exec` child of this service that joins the init's
 //! namespaces and cgroup. Both speak `berth_runtime::frame`.
 
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -185,6 +186,8 @@ impl TasksService {
             .arg(&task.bundle.dir)
             .arg("--process")
             .arg(process.to_string())
+            // systemd's notification socket is berth-tasks' own.
+            .env_remove(berth_common::notify::NOTIFY_SOCKET_ENV)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
@@ -376,7 +379,31 @@ impl TasksService {
 
     pub(super) fn stats(&self, ns: &str, id: &str) -> Result<TaskStats, Error> {
         let (_, pid) = self.running(ns, id, true)?;
-        Ok(stats::collect(pid as i32))
+        stats::collect(pid as i32)
+            .ok_or_else(|| Error::FailedPrecondition(format!("container {id} is not running")))
+    }
+
+    /// The stats of those of `ids` that run (or are paused), by id.
+    pub(super) async fn stats_batch(
+        &self,
+        ns: &str,
+        ids: Vec<String>,
+    ) -> Result<HashMap<String, TaskStats>, Error> {
+        let pids: Vec<(String, u32)> = ids
+            .into_iter()
+            .filter_map(|id| {
+                let (_, pid) = self.running(ns, &id, true).ok()?;
+                Some((id, pid))
+            })
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let host = stats::Host::read();
+            pids.into_iter()
+                .filter_map(|(id, pid)| Some((id, stats::collect_with(pid as i32, &host)?)))
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("stats: {e}")))
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use berth_proto::tasks::v1::Status as TaskStatus;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -243,10 +243,18 @@ async fn recover_one(
 }
 
 /// Checks `found` tasks in the background; see the module documentation.
-pub(super) fn spawn(tasks: TaskMap, found: Vec<(Key, Arc<Task>)>, deadline: Duration) {
+/// The returned channel turns `true` when the pass is over: every task is
+/// known again, or was set aside after its deadline (and stays UNKNOWN
+/// until its check finishes).
+pub(super) fn spawn(
+    tasks: TaskMap,
+    found: Vec<(Key, Arc<Task>)>,
+    deadline: Duration,
+) -> watch::Receiver<bool> {
     if found.is_empty() {
-        return;
+        return watch::channel(true).1;
     }
+    let (done_tx, done_rx) = watch::channel(false);
     tokio::spawn(async move {
         let began = Instant::now();
         let total = found.len();
@@ -280,7 +288,9 @@ pub(super) fn spawn(tasks: TaskMap, found: Vec<(Key, Arc<Task>)>, deadline: Dura
                 ""
             }
         );
+        done_tx.send_replace(true);
     });
+    done_rx
 }
 
 #[cfg(test)]
