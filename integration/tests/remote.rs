@@ -204,22 +204,32 @@ fn mutual_tls_admits_only_certificates_of_the_client_ca() {
     assert_eq!(r.stdout, "default\n", "{r:?}");
 }
 
+/// Runs berthd with `args` in `dir`, expects it to refuse to start, and
+/// returns what it printed.
+fn berthd_refuses(dir: &Path, args: &[&str]) -> String {
+    // Not the host's /etc/berth/config.toml.
+    std::fs::write(dir.join("no-config.toml"), "").unwrap();
+    let out = Command::new(bin_dir().join("berthd"))
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--state")
+        .arg(dir.join("state"))
+        .args(args)
+        .env("BERTHD_CONFIG", dir.join("no-config.toml"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "berthd {args:?} started: {err}");
+    err
+}
+
 #[test]
 fn tcp_without_tls_needs_insecure_tcp() {
     require_root!();
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
-    let out = Command::new(bin_dir().join("berthd"))
-        .arg("--root")
-        .arg(dir.path().join("root"))
-        .arg("--state")
-        .arg(dir.path().join("state"))
-        .args(["--tcp", &addr, "gateway"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "berthd served plain TCP: {err}");
+    let err = berthd_refuses(dir.path(), &["--tcp", &addr, "gateway"]);
     assert!(
         err.contains("needs mutual TLS") && err.contains("--insecure-tcp"),
         "{err}"
@@ -227,24 +237,21 @@ fn tcp_without_tls_needs_insecure_tcp() {
     // A TLS file that is not one is named.
     let bogus = dir.path().join("bogus.pem");
     std::fs::write(&bogus, "not a certificate").unwrap();
-    let out = Command::new(bin_dir().join("berthd"))
-        .arg("--root")
-        .arg(dir.path().join("root"))
-        .arg("--state")
-        .arg(dir.path().join("state"))
-        .args(["--tcp", &addr])
-        .arg("--tlscacert")
-        .arg(&bogus)
-        .arg("--tlscert")
-        .arg(&bogus)
-        .arg("--tlskey")
-        .arg(dir.path().join("missing-key.pem"))
-        .arg("gateway")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let missing = dir.path().join("missing-key.pem");
+    let err = berthd_refuses(
+        dir.path(),
+        &[
+            "--tcp",
+            &addr,
+            "--tlscacert",
+            bogus.to_str().unwrap(),
+            "--tlscert",
+            bogus.to_str().unwrap(),
+            "--tlskey",
+            missing.to_str().unwrap(),
+            "gateway",
+        ],
+    );
     assert!(
         err.contains("--tlskey") && err.contains("missing-key.pem"),
         "{err}"
@@ -320,17 +327,10 @@ fn the_api_socket_is_for_root_and_the_berth_group_only() {
 
     // A group that does not exist, given explicitly, is an error.
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin_dir().join("berthd"))
-        .arg("--root")
-        .arg(dir.path().join("root"))
-        .arg("--state")
-        .arg(dir.path().join("state"))
-        .args(["--group", "no-such-group-berth-test", "gateway"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = berthd_refuses(
+        dir.path(),
+        &["--group", "no-such-group-berth-test", "gateway"],
+    );
     assert!(
         err.contains("no-such-group-berth-test: no such group"),
         "{err}"

@@ -709,6 +709,13 @@ fn all_in_one_is_ready_only_when_every_socket_serves_and_after_its_shims() {
     for svc in SERVICES {
         h.assert_serving(svc);
     }
+    // rm -f at once works, also while the gateway's own recovery may not
+    // have settled the task yet (it was UNKNOWN when the gateway looked).
+    let r = h.stack.berth(&["rm", "-f", "sleeper"]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", h.daemons[second].log());
+    h.stack.wait_until("the container's process is gone", || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err()
+    });
 
     // A stop is announced (STOPPING=1), and berthd exits.
     let d = &mut h.daemons[second];

@@ -180,15 +180,29 @@ fn otel_env(endpoint: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-#[test]
-fn one_berth_run_is_one_trace_across_every_service() {
-    require_root!();
+/// A stack whose daemons export to an OTLP/gRPC receiver of the test (kept
+/// on the returned runtime), and the variables that point there.
+fn exporting_stack(
+    mode: Mode,
+) -> (
+    tokio::runtime::Runtime,
+    Receiver,
+    Vec<(&'static str, String)>,
+    Stack,
+) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let receiver = Receiver::default();
     let endpoint = grpc_receiver(&rt, &receiver);
     let env = otel_env(&endpoint);
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut s = Stack::start_with_env(Mode::Split, &env_refs);
+    let s = Stack::start_with_env(mode, &env_refs);
+    (rt, receiver, env, s)
+}
+
+#[test]
+fn one_berth_run_is_one_trace_across_every_service() {
+    require_root!();
+    let (_rt, receiver, env, mut s) = exporting_stack(Mode::Split);
     let image = unique("traced");
     s.import_busybox(&image);
     let out = s
@@ -348,14 +362,9 @@ fn http_protobuf_export_service_name_and_sampler_are_honoured() {
 #[test]
 fn nothing_is_exported_or_propagated_without_otel_variables() {
     require_root!();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let receiver = Receiver::default();
-    let endpoint = grpc_receiver(&rt, &receiver);
     // The daemons export, the CLI is not configured: it sends no trace
     // context, so the gateway's span starts a trace of its own.
-    let env = otel_env(&endpoint);
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut s = Stack::start_with_env(Mode::AllInOne, &env_refs);
+    let (_rt, receiver, _env, mut s) = exporting_stack(Mode::AllInOne);
     let r = s.berth(&["volume", "ls"]);
     assert_eq!(r.code, 0, "{r:?}");
     s.stop_daemons();

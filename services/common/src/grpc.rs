@@ -79,10 +79,13 @@ pub fn request<T>(ns: &str, msg: T) -> Request<T> {
 
 /// Writes the current span's context into gRPC metadata.
 pub fn inject_trace_context(md: &mut MetadataMap) {
-    if !telemetry::tracing_enabled() {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = tracing::Span::current().context();
+    // Without export only a sampled trace someone else started is passed
+    // on; this process starts none (see telemetry).
+    if !telemetry::tracing_enabled() && !cx.span().span_context().is_sampled() {
         return;
     }
-    let cx = tracing::Span::current().context();
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&cx, &mut MetaInjector(md))
     });
@@ -135,13 +138,11 @@ pub fn rpc_span(req: &http::Request<()>) -> tracing::Span {
         image.digest = tracing::field::Empty,
         trace_id = tracing::field::Empty
     );
-    if telemetry::tracing_enabled() {
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&HeaderExtractor(req.headers()))
-        });
-        let _ = span.set_parent(parent);
-        record_trace_id(&span);
-    }
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&HeaderExtractor(req.headers()))
+    });
+    let _ = span.set_parent(parent);
+    record_trace_id(&span);
     tracing::debug!(parent: &span, "request");
     span
 }

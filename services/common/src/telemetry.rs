@@ -13,9 +13,11 @@
 //! - `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` choose the sampler
 //!   (default `parentbased_always_on`), `OTEL_BSP_*` tune the batching.
 //!
-//! When export is off nothing OpenTelemetry is installed: no span contexts
-//! are made and no `traceparent` is sent, so tracing costs what the log
-//! filter lets through and nothing more.
+//! When export is off nothing is exported and no trace is started: spans are
+//! sampled only under a sampled caller (`traceparent` in a request,
+//! `TRACEPARENT` for the CLI), whose trace id is then logged and passed on,
+//! so that a CI job can still follow one command through every process's
+//! log. Without such a caller a span costs the sampling decision only.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -55,8 +57,8 @@ pub fn otlp_enabled() -> bool {
         && std::env::var("OTEL_TRACES_EXPORTER").map_or(true, |v| v != "none")
 }
 
-/// Whether this process exports traces (and so makes and propagates span
-/// contexts).
+/// Whether this process exports traces (and so originates trace contexts;
+/// otherwise it only passes on a sampled one it was given).
 pub fn tracing_enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
@@ -113,7 +115,7 @@ pub fn init(service_name: &str, default_level: &str) -> TelemetryGuard {
         .unwrap_or_else(|| EnvFilter::new(default_level));
     let ansi = std::io::stderr().is_terminal();
     let mut export_error = None;
-    let mut provider = None;
+    let mut exporting = None;
     if otlp_enabled() {
         match exporter() {
             Ok(exporter) => {
@@ -121,7 +123,9 @@ pub fn init(service_name: &str, default_level: &str) -> TelemetryGuard {
                 if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
                     resource = resource.with_service_name(service_name.to_string());
                 }
-                provider = Some(
+                // The sampler comes from OTEL_TRACES_SAMPLER (default
+                // parentbased_always_on).
+                exporting = Some(
                     SdkTracerProvider::builder()
                         .with_resource(resource.build())
                         .with_batch_exporter(exporter)
@@ -131,43 +135,41 @@ pub fn init(service_name: &str, default_level: &str) -> TelemetryGuard {
             Err(e) => export_error = Some(e),
         }
     }
-    match &provider {
-        Some(p) => {
-            opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-            opentelemetry::global::set_tracer_provider(p.clone());
-            ENABLED.store(true, Ordering::Relaxed);
-            let tracer = p.tracer("berth");
-            // The log filter does not decide what is traced: spans at info
-            // and above are exported whatever BERTH_LOG says.
-            let _ = tracing_subscriber::registry()
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(std::io::stderr)
-                        .with_ansi(ansi)
-                        .with_filter(filter),
-                )
-                .with(
-                    tracing_opentelemetry::layer()
-                        .with_tracer(tracer)
-                        .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
-                )
-                .try_init();
-        }
-        None => {
-            let _ = tracing_subscriber::registry()
-                .with(filter)
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(std::io::stderr)
-                        .with_ansi(ansi),
-                )
-                .try_init();
-        }
-    }
+    ENABLED.store(exporting.is_some(), Ordering::Relaxed);
+    // Without export, spans are sampled only under a sampled parent (a
+    // caller's `traceparent`, or TRACEPARENT for the CLI): then the trace
+    // id is logged and passed on, so one user action can still be followed
+    // through the logs of every process; nothing is recorded otherwise and
+    // no processor exists to export anything.
+    let provider = exporting.clone().unwrap_or_else(|| {
+        SdkTracerProvider::builder()
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
+            .build()
+    });
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let tracer = provider.tracer("berth");
+    // The log filter does not decide what is traced: spans at info and
+    // above are traced whatever BERTH_LOG says.
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi)
+                .with_filter(filter),
+        )
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
+        .try_init();
     if let Some(e) = export_error {
         tracing::warn!("OTLP trace export disabled: {e}");
     }
-    TelemetryGuard { provider }
+    TelemetryGuard {
+        provider: exporting,
+    }
 }
 
 #[cfg(test)]

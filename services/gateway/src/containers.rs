@@ -990,12 +990,27 @@ impl Inner {
             return Ok(()); // auto-removed meanwhile
         };
         let _ = self.update(ns, &id, false, |c| c.removing = true);
-        match self
+        let mut deleted = self
             .tasks
             .clone()
             .delete(request(ns, DeleteRequest { id: id.clone() }))
-            .await
-        {
+            .await;
+        if force && matches!(&deleted, Err(s) if s.code() == Code::FailedPrecondition) {
+            // The record does not say running but berth-tasks still has a
+            // live process (after a restart, before recovery has settled a
+            // task it could not check): kill it, as rm -f would, then wait
+            // for its exit (bounded) and delete again.
+            let _ = self.signal(ns, &id, libc::SIGKILL).await;
+            let mut tasks = self.tasks.clone();
+            let wait = tasks.wait(request(ns, WaitRequest { id: id.clone() }));
+            let _ = tokio::time::timeout(KILL_WAIT, wait).await;
+            deleted = self
+                .tasks
+                .clone()
+                .delete(request(ns, DeleteRequest { id: id.clone() }))
+                .await;
+        }
+        match deleted {
             Ok(_) => {}
             Err(s) if s.code() == Code::NotFound => {}
             Err(s) => {
