@@ -117,15 +117,19 @@ for n in $COUNTS; do
     sleep 1
     bs=$(curl -s "$BURL" | grep -vc '^#'); bb=$(curl -s "$BURL" | wc -c)
     cs=$(curl -s "$CURL" | grep -vc '^#'); cb=$(curl -s "$CURL" | wc -c)
+    # curl's own start and a request answered without work (berth's 404)
+    # set the floor: subtract it for the cost of the scrape itself.
     hyperfine -N --warmup 3 --runs "$RUNS" --export-markdown "$work/h.md" \
         -n "berth ($n containers)" "curl -sf -o /dev/null $BURL" \
-        -n "containerd ($n containers)" "curl -sf -o /dev/null $CURL" >&2
+        -n "containerd ($n containers)" "curl -sf -o /dev/null $CURL" \
+        -n "curl alone (a 404)" "curl -s -o /dev/null http://127.0.0.1:$BPORT/none" >&2
     {
         echo "#### $n running containers"
         echo
         cat "$work/h.md"
         echo
-        echo "Page: berth $bs samples, $bb bytes; containerd $cs samples, $cb bytes."
+        echo "Page: berth $bs samples, $bb bytes; containerd $cs samples, $cb bytes." \
+            "berth_scrape_duration_seconds: $(curl -s "$BURL" | awk '/^berth_scrape_duration_seconds/ { print $2 }')."
         echo
     } | tee -a "$OUT"
 done
