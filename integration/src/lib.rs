@@ -192,6 +192,33 @@ impl Stack {
         }
     }
 
+    /// Sends SIGTERM to the daemons and waits for them up to `limit` (a
+    /// liveness bound). True when all exited; else they are SIGKILLed.
+    /// Either way [`Stack::restart`] can start them again.
+    pub fn stop_daemons_within(&mut self, limit: Duration) -> bool {
+        for d in &mut self.daemons {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(d.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + limit;
+        let mut exited = false;
+        while Instant::now() < deadline {
+            if self
+                .daemons
+                .iter_mut()
+                .all(|d| d.try_wait().ok().flatten().is_some())
+            {
+                exited = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        exited
+    }
+
     /// SIGKILLs every daemon of the stack (containers keep running under
     /// their shims), then starts them again the same way.
     pub fn kill9_and_restart(&mut self) {

@@ -238,3 +238,48 @@ fn every_container_state_is_recovered_after_kill9_split() {
     require_root!();
     recovers_every_state(Mode::Split);
 }
+
+/// A stop signal ends berthd while containers run: the streams that never
+/// end by themselves (the gateway's Wait on each running task) are cut after
+/// a grace period. The containers keep running and are found again.
+fn stops_while_containers_run(mode: Mode) {
+    require_root!();
+    let mut s = Stack::start(mode);
+    s.import_busybox("busybox");
+    s.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "stays",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "1000",
+    ])
+    .ok();
+    let pid = inspect(&s, "stays", "{{.State.Pid}}");
+    assert!(
+        s.stop_daemons_within(Duration::from_secs(60)),
+        "berthd did not exit on SIGTERM while a container ran; logs:\n{}",
+        s.daemon_logs()
+    );
+    let alive = |pid: &str| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid.parse().unwrap()), None).is_ok()
+    };
+    assert!(alive(&pid), "the container died with berthd");
+    s.restart();
+    assert!(listed_up(&s, "stays", false));
+    assert_eq!(inspect(&s, "stays", "{{.State.Pid}}"), pid);
+    s.berth(&["rm", "-f", "stays"]).ok();
+}
+
+#[test]
+fn sigterm_stops_all_in_one_berthd_while_containers_run() {
+    stops_while_containers_run(Mode::AllInOne);
+}
+
+#[test]
+fn sigterm_stops_split_services_while_containers_run() {
+    stops_while_containers_run(Mode::Split);
+}

@@ -536,11 +536,31 @@ async fn run() -> Result<()> {
         _ = async { for s in startup { s.await } } => notify_ready(name),
         _ = stop.wait_for(|v| *v) => {}
     }
-    for s in servers {
-        s.await.context("server task")?.context("gRPC server")?;
+    // After a stop signal the servers finish the calls in flight; streams
+    // that never end on their own (the gateway's Wait on every running
+    // task, an attach, `events`) are cut after a grace period, so that a
+    // stop does not hang while containers run.
+    let mut stopped = rx.clone();
+    let all = async {
+        for s in servers {
+            s.await.context("server task")?.context("gRPC server")?;
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    tokio::select! {
+        r = all => r?,
+        _ = async {
+            let _ = stopped.wait_for(|v| *v).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            info!(grace_s = SHUTDOWN_GRACE.as_secs(), "closing the connections still open");
+        }
     }
     Ok(())
 }
+
+/// How long a stopping berthd lets open calls finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 type ServerTask = tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>;
 
