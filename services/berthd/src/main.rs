@@ -606,8 +606,11 @@ async fn serve_gateway(
     .await;
     let mut servers = Vec::new();
     if let Some((addr, tls)) = &listen.tcp {
+        // No Nagle: a TLS record held back until the peer's delayed ACK
+        // costs 40 ms a call.
         let incoming = tonic::transport::server::TcpIncoming::bind(*addr)
-            .map_err(|e| anyhow::anyhow!("listen on tcp://{addr}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("listen on tcp://{addr}: {e}"))?
+            .with_nodelay(Some(true));
         let mut builder = berth_common::grpc::server();
         if let Some(tls) = tls {
             builder = builder.tls_config(tls.clone()).context("TLS setup")?;
