@@ -281,6 +281,15 @@ impl Stack {
     /// The state berth-tasks reports for container `id` (full id), asked
     /// directly on its socket.
     pub fn task_state(&self, id: &str) -> berth_proto::tasks::v1::TaskState {
+        self.try_task_state(id)
+            .unwrap_or_else(|s| panic!("State({id}): {s}"))
+    }
+
+    /// Like [`Stack::task_state`], returning berth-tasks' error (one try).
+    pub fn try_task_state(
+        &self,
+        id: &str,
+    ) -> Result<berth_proto::tasks::v1::TaskState, tonic::Status> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -291,8 +300,7 @@ impl Stack {
             );
             c.state(berth_proto::tasks::v1::StateRequest { id: id.to_string() })
                 .await
-                .unwrap_or_else(|s| panic!("State({id}): {s}"))
-                .into_inner()
+                .map(|r| r.into_inner())
         })
     }
 

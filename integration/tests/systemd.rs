@@ -411,22 +411,6 @@ impl NotifySocket {
     }
 }
 
-/// The state berth-tasks reports for `id`, one try.
-fn try_task_state(s: &Stack, id: &str) -> Result<berth_proto::tasks::v1::TaskState, tonic::Status> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut c = berth_proto::tasks::v1::tasks_client::TasksClient::new(
-            berth_common::connect_unix(s.state.join("tasks.sock")),
-        );
-        c.state(berth_proto::tasks::v1::StateRequest { id: id.to_string() })
-            .await
-            .map(|r| r.into_inner())
-    })
-}
-
 /// A berthd process of a test; killed and reaped on drop.
 struct Daemon {
     name: String,
@@ -639,7 +623,7 @@ fn restart_with_slow_recovery(
     cmd.env("BERTH_SHIM_CHECK_DEADLINE_MS", "600000");
     let i = h.spawn(name, cmd, &notify);
     let state = loop {
-        match try_task_state(&h.stack, id) {
+        match h.stack.try_task_state(id) {
             Ok(state) => break state,
             Err(_) if h.daemons[i].child.try_wait().unwrap().is_none() => {
                 std::thread::sleep(Duration::from_millis(20))

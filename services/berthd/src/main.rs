@@ -172,6 +172,7 @@ enum Command {
 const DEFAULT_GROUP: &str = "berth";
 
 /// How the gateway is reached besides its unix socket.
+#[derive(Default)]
 struct Listen {
     /// Group of the unix socket.
     gid: Option<u32>,
@@ -434,7 +435,13 @@ async fn run() -> Result<()> {
         registries: registry_options(&cli)?,
         network,
     };
-    let listen = listen_options(&cli)?;
+    // Only the gateway listens for clients: the other services neither read
+    // the TLS files nor look up the group.
+    let listen = if matches!(cli.command, None | Some(Command::Gateway { .. })) {
+        listen_options(&cli)?
+    } else {
+        Listen::default()
+    };
     for d in [&p.root, &p.state] {
         std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
     }
